@@ -1,0 +1,335 @@
+"""Training a fusion model on the labelled pool, and the trained model strategies query.
+
+Why these choices:
+- validation-based early stopping on a seeded split of the labelled items keeps the recipe honest
+  when the labelled set grows from tens to thousands of items;
+- retrain-from-scratch (default) or warm-start per round is a setting, so benchmarks can compare both;
+- the loss is fused cross-entropy plus the mean of the auxiliary heads' cross-entropies (each only
+  over items that have that modality), as in BMMAL, so every modality's own head is always trained;
+- everything runs in a forked RNG seeded by ``seed``: a seed reproduces a CPU run exactly;
+- CUDA is used when present, with bfloat16 autocast there; CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import tempfile
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.device import pick_device
+from backend.models.api import Predictions
+from backend.models.fusion import FusionConfig, FusionModel
+from backend.models.modality_encoders import FeatureSpec
+
+PREDICT_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe; identical for every strategy within a benchmark scenario."""
+
+    epochs: int = 200
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    patience: int = 15
+    val_fraction: float = 0.2
+    min_val: int = 10  # below this many validation items, train a fixed number of epochs instead
+    aux_weight: float = 1.0
+    warm_start: bool = False
+    device: str | None = None
+    amp: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dataset_specs(dataset: MultimodalDataset) -> dict[str, FeatureSpec]:
+    """Feature specs of a featurized dataset, in modality order."""
+    if not dataset.is_featurized():
+        raw = [k for k, v in dataset.modalities.items() if not isinstance(v, np.ndarray)]
+        raise DataError(f"modalities {raw} hold raw inputs; featurize the dataset first (backend.encoders)")
+    vocab = dataset.meta.get("vocab_size", {})
+    return {k: FeatureSpec.infer(k, v, vocab.get(k)) for k, v in dataset.modalities.items()}
+
+
+class _DeviceFeatures:
+    """Feature tensors of one dataset on one device, built once and reused across calls."""
+
+    def __init__(self, dataset: MultimodalDataset, specs: dict[str, FeatureSpec], device: torch.device) -> None:
+        self.inputs: dict[str, torch.Tensor] = {}
+        for k, spec in specs.items():
+            arr = dataset.modalities[k]
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            t = t.long() if spec.kind == "tokens" else t.float()
+            self.inputs[k] = t.to(device)
+        self.masks = {k: torch.from_numpy(dataset.masks[k]).to(device) for k in specs}
+
+    def batch(self, idx: torch.Tensor, drop: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        x = {k: v[idx] for k, v in self.inputs.items()}
+        m = {k: (torch.zeros_like(v[idx]) if k in drop else v[idx]) for k, v in self.masks.items()}
+        return x, m
+
+
+class TrainedFusionModel:
+    """A trained :class:`FusionModel` plus what is needed to predict, save and reload it.
+
+    Implements :class:`backend.models.api.ActiveModel`.
+    """
+
+    def __init__(self, module: FusionModel, specs: dict[str, FeatureSpec], fusion: FusionConfig,
+                 class_names: list[str], device: torch.device, history: list[dict] | None = None,
+                 train_config: TrainConfig | None = None, meta: dict | None = None) -> None:
+        self.module = module.to(device).eval()
+        self.specs = specs
+        self.fusion = fusion
+        self.class_names = list(class_names)
+        self.n_classes = len(class_names)
+        self.modality_names = list(specs)
+        self.device = device
+        self.history = history or []
+        self.train_config = train_config
+        self.meta = meta or {}
+        self._features: tuple[Any, _DeviceFeatures] | None = None
+
+    # --- feature tensors -------------------------------------------------------------------
+    def _device_features(self, dataset: MultimodalDataset) -> _DeviceFeatures:
+        if self._features is not None and self._features[0]() is dataset:
+            return self._features[1]
+        if list(dataset.modalities) != self.modality_names:
+            raise DataError(f"dataset modalities {list(dataset.modalities)} differ from the model's {self.modality_names}")
+        specs = dataset_specs(dataset)
+        for k, spec in specs.items():
+            if spec.kind != self.specs[k].kind or spec.shape != self.specs[k].shape:
+                raise DataError(f"modality '{k}': features {spec.shape} ({spec.kind}) do not match the model's {self.specs[k].shape}")
+        feats = _DeviceFeatures(dataset, self.specs, self.device)
+        self._features = (weakref.ref(dataset), feats)
+        return feats
+
+    # --- ActiveModel -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, dataset: MultimodalDataset, indices: Sequence[int] | np.ndarray, *, drop: Sequence[str] = ()) -> Predictions:
+        """Fused and per-modality predictions for ``indices``; modalities in ``drop`` act as absent."""
+        unknown = set(drop) - set(self.modality_names)
+        if unknown:
+            raise DataError(f"cannot drop unknown modalities {sorted(unknown)}")
+        feats = self._device_features(dataset)
+        idx_all = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+        self.module.eval()
+        parts: list[Any] = []
+        for start in range(0, max(len(idx_all), 1), PREDICT_BATCH):
+            idx = idx_all[start:start + PREDICT_BATCH]
+            x, m = feats.batch(idx, drop)
+            with self._autocast():
+                out = self.module(x, m)
+            parts.append((out, m))
+        return self._collect(parts)
+
+    def _collect(self, parts: list) -> Predictions:
+        probs = torch.cat([F.softmax(o.logits.float(), dim=1) for o, _ in parts])
+        uni = {k: torch.cat([F.softmax(o.aux_logits[k].float(), dim=1) for o, _ in parts]) for k in self.modality_names}
+        emb = {k: torch.cat([o.embeddings[k].float() for o, _ in parts]) for k in self.modality_names}
+        fused = torch.cat([o.fused_embedding.float() for o, _ in parts])
+        masks = {k: torch.cat([m[k] for _, m in parts]) for k in self.modality_names}
+        return Predictions(probs, uni, emb, fused, masks)
+
+    @torch.no_grad()
+    def predict_mc_dropout(self, dataset: MultimodalDataset, indices: Sequence[int] | np.ndarray, n_samples: int, seed: int) -> torch.Tensor:
+        """(n_samples, n, C) fused probabilities with dropout layers active; seeded."""
+        feats = self._device_features(dataset)
+        idx_all = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+        out = torch.empty(n_samples, len(idx_all), self.n_classes, device=self.device)
+        self.module.eval()
+        for mod in self.module.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.train()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                for t in range(n_samples):
+                    for start in range(0, len(idx_all), PREDICT_BATCH):
+                        idx = idx_all[start:start + PREDICT_BATCH]
+                        x, m = feats.batch(idx)
+                        with self._autocast():
+                            logits = self.module(x, m).logits
+                        out[t, start:start + len(idx)] = F.softmax(logits.float(), dim=1)
+        finally:
+            self.module.eval()
+        return out
+
+    def _autocast(self):
+        if self.device.type == "cuda" and (self.train_config is None or self.train_config.amp):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    # --- persistence -----------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything needed to rebuild the model, as plain types and tensors (safe to load)."""
+        return {
+            "format": 1,
+            "specs": {k: s.to_dict() for k, s in self.specs.items()},
+            "fusion": self.fusion.to_dict(),
+            "class_names": self.class_names,
+            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "history": self.history,
+            "train_config": None if self.train_config is None else self.train_config.to_dict(),
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a reader never sees a partial file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def from_state(cls, state: dict, device: str | torch.device | None = None) -> "TrainedFusionModel":
+        dev = pick_device(str(device)) if device is not None else pick_device()
+        specs = {k: FeatureSpec.from_dict(v) for k, v in state["specs"].items()}
+        fusion = FusionConfig(**state["fusion"])
+        module = FusionModel(specs, len(state["class_names"]), fusion)
+        module.load_state_dict(state["state_dict"])
+        tc = TrainConfig(**state["train_config"]) if state.get("train_config") else None
+        return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "TrainedFusionModel":
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return cls.from_state(state, device)
+
+    def copy(self) -> "TrainedFusionModel":
+        return TrainedFusionModel(copy.deepcopy(self.module), self.specs, self.fusion, self.class_names, self.device,
+                                  list(self.history), self.train_config, dict(self.meta))
+
+
+def _split(labels: np.ndarray, val_fraction: float, min_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of positions 0..n-1 into train/val; empty val when too few items."""
+    n = len(labels)
+    n_val = int(round(n * val_fraction))
+    if val_fraction <= 0 or n_val < min_val or n - n_val < 2:
+        return np.arange(n), np.arange(0)
+    val = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        rng.shuffle(pos)
+        k = int(round(len(pos) * val_fraction))
+        if len(pos) > 1:
+            val.extend(pos[:k].tolist())
+    val_arr = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(n), val_arr), val_arr
+
+
+def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.ndarray, *,
+                fusion: FusionConfig | None = None, train: TrainConfig | None = None, seed: int = 0,
+                init: TrainedFusionModel | None = None) -> TrainedFusionModel:
+    """Train a fusion model on ``dataset.labels[labeled_indices]``.
+
+    With ``train.warm_start`` and ``init`` given, training continues from ``init``'s weights;
+    otherwise the model is re-initialised from ``seed``. Early stopping restores the weights of
+    the epoch with the lowest validation loss.
+    """
+    fusion = fusion or FusionConfig()
+    train = train or TrainConfig()
+    idx = np.asarray(labeled_indices, dtype=np.int64)
+    if idx.size == 0:
+        raise DataError("cannot train on an empty labelled set")
+    y_np = dataset.labels[idx]
+    if (y_np == UNLABELED).any():
+        bad = dataset.ids[idx[y_np == UNLABELED][0]]
+        raise DataError(f"item {bad!r} is in the labelled set but has no label")
+    device = pick_device(train.device)
+    specs = dataset_specs(dataset)
+    rng = np.random.default_rng(seed)
+    tr_pos, va_pos = _split(y_np, train.val_fraction, train.min_val, rng)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        module = FusionModel(specs, dataset.n_classes, fusion)
+        if train.warm_start and init is not None:
+            module.load_state_dict(init.module.state_dict())
+        model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train)
+        module.to(device)
+        feats = model._device_features(dataset)
+        y = torch.as_tensor(y_np, device=device)
+        idx_t = torch.as_tensor(idx, device=device)
+        tr_t = torch.as_tensor(tr_pos, device=device)
+        va_t = torch.as_tensor(va_pos, device=device)
+        opt = torch.optim.AdamW(module.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        best_loss, best_state, best_epoch, bad_epochs = math.inf, None, 0, 0
+        for epoch in range(train.epochs):
+            module.train()
+            perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(device)]
+            total, count = 0.0, 0
+            for start in range(0, len(perm), train.batch_size):
+                pos = perm[start:start + train.batch_size]
+                x, m = feats.batch(idx_t[pos])
+                with model._autocast():
+                    out = module(x, m)
+                    loss = _loss(out, y[pos], m, train.aux_weight, model.modality_names)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(pos)
+                count += len(pos)
+            record: dict[str, float] = {"epoch": epoch, "train_loss": total / max(count, 1)}
+            if len(va_t):
+                module.eval()
+                with torch.no_grad():
+                    x, m = feats.batch(idx_t[va_t])
+                    with model._autocast():
+                        out = module(x, m)
+                    vl = float(F.cross_entropy(out.logits.float(), y[va_t]))
+                    record["val_loss"] = vl
+                    record["val_acc"] = float((out.logits.argmax(1) == y[va_t]).float().mean())
+                if vl < best_loss - 1e-6:
+                    best_loss, best_epoch, bad_epochs = vl, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                else:
+                    bad_epochs += 1
+            model.history.append(record)
+            if len(va_t) and bad_epochs >= train.patience:
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        model.meta.update({"best_epoch": best_epoch, "epochs_run": len(model.history), "n_train": int(len(tr_pos)),
+                           "n_val": int(len(va_pos)), "seed": seed})
+    module.eval()
+    return model
+
+
+def _loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight: float, names: list[str]) -> torch.Tensor:
+    """Fused CE + aux_weight * mean over modalities of each head's CE on items that have the modality."""
+    loss = F.cross_entropy(out.logits.float(), y)
+    if aux_weight > 0:
+        aux = []
+        for k in names:
+            m = masks[k]
+            if bool(m.any()):
+                aux.append(F.cross_entropy(out.aux_logits[k].float()[m], y[m]))
+        if aux:
+            loss = loss + aux_weight * torch.stack(aux).mean()
+    return loss

@@ -1,0 +1,108 @@
+"""The query-strategy interface and the registry by name.
+
+One typed method, in the spirit of small-text: given the trained model, the dataset and the pool,
+return ``n`` indices into the *full* dataset, best first. Strategies that rank items by a score also
+expose it (higher = query sooner) so the Label Studio server can order every task, not only a batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar, TypeVar
+
+import numpy as np
+
+from backend.data import DataError, MultimodalDataset, Pool
+from backend.models.api import ActiveModel
+
+
+class QueryError(DataError):
+    """A query that cannot be answered (empty pool, n too large, unknown strategy)."""
+
+
+@dataclass
+class QueryResult:
+    """``indices``: (n,) dataset indices, best first. ``scores``: (len(scored),) per-item priority of
+    ``scored`` (dataset indices; higher = query sooner) or None when the strategy has no per-item score."""
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    scored: np.ndarray | None = None
+
+
+class QueryStrategy(ABC):
+    """Selects items to label next. Subclasses set ``name`` and ``description`` and implement ``select``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def query(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int = 0) -> QueryResult:
+        """Validate the request, then delegate to :meth:`select`. Returns exactly ``n`` unique unlabelled indices."""
+        if pool.size != len(dataset):
+            raise QueryError(f"pool covers {pool.size} items but the dataset has {len(dataset)}")
+        if n <= 0:
+            raise QueryError(f"n must be positive, got {n}")
+        if pool.unlabeled.size == 0:
+            raise QueryError("the unlabelled pool is empty: nothing left to query")
+        if n > pool.unlabeled.size:
+            raise QueryError(f"asked for {n} items but only {pool.unlabeled.size} are unlabelled")
+        result = self.select(model, dataset, pool, n, seed=seed)
+        idx = np.asarray(result.indices, dtype=np.int64)
+        if idx.shape != (n,) or np.unique(idx).size != n or not np.isin(idx, pool.unlabeled).all():
+            raise AssertionError(f"strategy {self.name} returned an invalid selection")  # a bug, not bad input
+        result.indices = idx
+        return result
+
+    @abstractmethod
+    def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
+        """Pick ``n`` items from ``pool.unlabeled`` (already validated: 0 < n <= len(pool.unlabeled))."""
+
+
+class ScoringStrategy(QueryStrategy):
+    """A strategy that ranks items independently by a score: top-``n`` with index tie-breaking."""
+
+    @abstractmethod
+    def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
+        """(len(pool.unlabeled),) float64 priorities of ``pool.unlabeled`` (higher = query sooner)."""
+
+    def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
+        scores = np.asarray(self.score(model, dataset, pool, seed=seed), dtype=np.float64)
+        order = np.lexsort((pool.unlabeled, -scores))  # descending score, then ascending index
+        return QueryResult(pool.unlabeled[order[:n]], scores, pool.unlabeled)
+
+
+_REGISTRY: dict[str, type[QueryStrategy]] = {}
+S = TypeVar("S", bound=type[QueryStrategy])
+
+
+def register(cls: S) -> S:
+    """Class decorator: make a strategy available by its ``name``."""
+    if not cls.name or not cls.description:
+        raise TypeError(f"{cls.__name__} needs a name and a one-line description")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"strategy name '{cls.name}' registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # importing the modules registers their strategies
+    from backend.strategies import classic, diversity, multimodal, modality_aware  # noqa: F401
+
+
+def get_strategy(name: str, **params: object) -> QueryStrategy:
+    """Instantiate a registered strategy by name; unknown names list the known ones."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise QueryError(f"unknown strategy '{name}'; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+def list_strategies() -> dict[str, str]:
+    """name -> one-line description of every registered strategy."""
+    _load_builtin()
+    return {k: _REGISTRY[k].description for k in sorted(_REGISTRY)}
+
+
+StrategyFactory = Callable[..., QueryStrategy]

@@ -1,0 +1,49 @@
+"""Shared fixtures: small real problems with real trained torch fusion models (fast on CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.data import UNLABELED, MultimodalDataset, Pool
+from backend.models.fusion import FusionConfig
+from backend.models.trainer import TrainConfig, train_model
+
+
+def make_toy_dataset(n: int = 300, n_modalities: int = 2, n_classes: int = 3, missing_rate: float = 0.2,
+                     seed: int = 0) -> MultimodalDataset:
+    """Gaussian class clusters seen through each modality with different noise; the last modality is
+    missing completely at random for ``missing_rate`` of the items."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    names = ["a", "b", "c", "d"][:n_modalities]
+    dims = [8, 6, 5, 4][:n_modalities]
+    mods, masks = {}, {}
+    for j, (name, d) in enumerate(zip(names, dims)):
+        centers = rng.normal(0, 1.5, (n_classes, d))
+        mods[name] = (centers[y] + rng.normal(0, 1.0 + 0.5 * j, (n, d))).astype(np.float32)
+    masks[names[-1]] = rng.random(n) >= missing_rate
+    labels = np.full(n, UNLABELED)
+    return MultimodalDataset(mods, labels, [f"class{c}" for c in range(n_classes)], masks, true_labels=y)
+
+
+def make_problem(n_modalities: int, kind: str = "intermediate", seed: int = 0):
+    ds = make_toy_dataset(n_modalities=n_modalities, seed=seed)
+    rng = np.random.default_rng(seed)
+    labeled = rng.choice(len(ds), 40, replace=False)
+    ds.labels[labeled] = ds.true_labels[labeled]
+    model = train_model(ds, labeled, fusion=FusionConfig(kind=kind, hidden=32, embed_dim=16),
+                        train=TrainConfig(epochs=30, patience=5, batch_size=32), seed=seed)
+    return model, ds, Pool.from_labeled(len(ds), labeled)
+
+
+@pytest.fixture(scope="session")
+def problem():
+    """(model, dataset, pool): 2 vector modalities 'a', 'b' with ~20 % of 'b' missing, 40 labelled."""
+    return make_problem(2)
+
+
+@pytest.fixture(scope="session")
+def problem3():
+    """(model, dataset, pool): 3 vector modalities 'a', 'b', 'c' with ~20 % of 'c' missing."""
+    return make_problem(3)
