@@ -1,0 +1,266 @@
+"""Modality-aware query strategies (first versions).
+
+The seed paper finds that multimodal models lean on one modality and that existing strategies do not
+fix this. These strategies use what a multimodal model exposes beyond fused probabilities (each
+modality's own head, presence masks, the measured reliance on each modality) to spend labels where
+they teach the neglected modality or where uncertainty is reducible.
+
+All three share one measurement: dataset-level reliance shares from exact modality Shapley values
+(:func:`backend.diagnostics.modality_shapley`) on the labelled set, or on a seeded sample of the
+unlabelled pool when nothing is labelled; the *weak* modality is the least-relied one (ties: first in
+``model.modality_names``) and the *imbalance* is ``max share - min share`` in [0, 1].
+Uncertainties are normalised to [0, 1]: entropy / log C, or 1 - (p_(1) - p_(2)) for margin.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from backend.data import MultimodalDataset, Pool
+from backend.diagnostics import contribution_shares, imbalance, modality_shapley
+from backend.heuristics import entropy, margin
+from backend.models.api import ActiveModel
+from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, register
+
+Uncertainty = Literal["entropy", "margin"]
+
+
+def normalized_uncertainty(probs: torch.Tensor, kind: Uncertainty = "entropy") -> torch.Tensor:
+    """(n,) uncertainty in [0, 1] so fused and unimodal uncertainties can be mixed on one scale.
+
+    entropy: H(p) / log C; margin: 1 - (p_(1) - p_(2)).
+    """
+    c = probs.shape[1]
+    if kind == "entropy":
+        return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
+    if kind == "margin":
+        return 1.0 + margin(probs)
+    raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+
+
+def reliance_shares(
+    model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, sample: int = 512, seed: int = 0
+) -> np.ndarray:
+    """(M,) dataset-level Shapley reliance shares, in ``model.modality_names`` order.
+
+    Measured on the labelled set (what the model was trained on) or, when it is empty, on the
+    unlabelled pool; at most ``sample`` items, drawn with ``np.random.default_rng(seed)``.
+    """
+    if sample <= 0:
+        raise QueryError(f"sample must be positive, got {sample}")
+    base = pool.labeled if pool.labeled.size else pool.unlabeled
+    if base.size > sample:
+        base = np.sort(np.random.default_rng(seed).choice(base, sample, replace=False))
+    phi = modality_shapley(model, dataset, base)
+    return contribution_shares(phi)
+
+
+def _weak(shares: np.ndarray) -> int:
+    """Index of the least-relied modality (first one on ties)."""
+    return int(np.argmin(shares))
+
+
+def _check_uncertainty(kind: str) -> None:
+    if kind not in ("entropy", "margin"):
+        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+
+
+@register
+class UnderreliedUncertainty(ScoringStrategy):
+    """Uncertainty of the under-relied modality's own head, mixed in as far as the model is imbalanced.
+
+    Idea: when the model neglects modality ``w`` (the least-relied one), items on which ``w``'s own
+    head is uncertain are where labels teach ``w`` most; when the model is balanced, this reduces to
+    plain fused uncertainty.
+
+        w_mix    = clip(gain * (max_k share_k - min_k share_k), 0, 1)
+        score_i  = (1 - w_mix) * U_fused(i) + w_mix * U_weak(i) * present_weak(i)
+
+    U = normalised entropy (default) or margin uncertainty; ``present_weak`` zeroes the weak head's
+    uncertainty where the item lacks that modality (that head only sees the absent embedding there).
+    With M > 2 modalities the least-relied one is used.
+    """
+
+    name = "underrelied_uncertainty"
+    description = "fused uncertainty mixed with the least-relied modality's head uncertainty, weighted by imbalance"
+
+    def __init__(self, uncertainty: Uncertainty = "entropy", sample: int = 512, gain: float = 1.0) -> None:
+        _check_uncertainty(uncertainty)
+        if sample <= 0:
+            raise QueryError(f"sample must be positive, got {sample}")
+        if gain < 0:
+            raise QueryError(f"gain must be non-negative, got {gain}")
+        self.uncertainty = uncertainty
+        self.sample = sample
+        self.gain = gain
+        self.info: dict[str, Any] = {}
+
+    @staticmethod
+    def mix_weight(shares: np.ndarray, gain: float = 1.0) -> float:
+        """w_mix = clip(gain * (max share - min share), 0, 1): 0 for a balanced model."""
+        return float(np.clip(gain * imbalance(np.asarray(shares)), 0.0, 1.0))
+
+    def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
+        names = list(model.modality_names)
+        shares = reliance_shares(model, dataset, pool, sample=self.sample, seed=seed)
+        k = _weak(shares)
+        w = self.mix_weight(shares, self.gain)
+        pred = model.predict(dataset, pool.unlabeled)
+        u_fused = normalized_uncertainty(pred.probs, self.uncertainty)
+        present = pred.masks[names[k]].to(u_fused.dtype)
+        u_weak = normalized_uncertainty(pred.unimodal_probs[names[k]], self.uncertainty) * present
+        self.info = {"shares": dict(zip(names, shares.tolist())), "weak": names[k], "weight": w}
+        return ((1.0 - w) * u_fused + w * u_weak).double().cpu().numpy()
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(n,) Jensen-Shannon divergence (nats, in [0, log 2]) between rows of p and q."""
+    m = 0.5 * (p + q)
+    eps = 1e-12
+
+    def kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * (torch.log(a.clamp_min(eps)) - torch.log(b.clamp_min(eps)))).sum(dim=1)
+
+    return (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp_min(0.0)
+
+
+@register
+class HeadDisagreement(ScoringStrategy):
+    """Disagreement between each modality's own head and the fused prediction.
+
+    Idea: where a unimodal head disagrees with the fused prediction the modalities tell different
+    stories (the fused model may be overriding a neglected modality, or one modality is misleading):
+    the label resolves a conflict that pure fused uncertainty does not see (a confident fused
+    prediction can still contradict a head).
+
+        D_i     = sum_k present_ik * JS(p_k(i), p_fused(i)) / (log 2 * max(1, sum_k present_ik))
+        score_i = D_i + tie * H(p_fused(i)) / log C
+
+    JS in nats divided by log 2 lies in [0, 1]; absent modalities are skipped (their head only sees
+    the absent embedding); ``tie`` (default 1e-3) breaks ties among agreeing items by fused entropy.
+    """
+
+    name = "head_disagreement"
+    description = "mean Jensen-Shannon divergence between present unimodal heads and the fused prediction"
+
+    def __init__(self, tie: float = 1e-3) -> None:
+        if tie < 0:
+            raise QueryError(f"tie must be non-negative, got {tie}")
+        self.tie = tie
+
+    def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
+        pred = model.predict(dataset, pool.unlabeled)
+        fused = pred.probs
+        total = torch.zeros(fused.shape[0], dtype=torch.float64, device=fused.device)
+        count = torch.zeros_like(total)
+        for k in model.modality_names:
+            present = pred.masks[k].to(torch.float64)
+            total += present * js_divergence(pred.unimodal_probs[k], fused).double()
+            count += present
+        d = total / (math.log(2.0) * count.clamp_min(1.0))
+        return (d + self.tie * normalized_uncertainty(fused, "entropy").double()).cpu().numpy()
+
+
+def missing_excess(u: np.ndarray, presence: np.ndarray, yhat: np.ndarray, shrink: float = 5.0) -> np.ndarray:
+    """(n,) estimated uncertainty that is explained by missing modalities (0 for complete items).
+
+    For the group g = (presence pattern, predicted class) of item i:
+        raw_g  = mean_{j in g} U_j - mean_{j complete, yhat_j = yhat_i} U_j
+        raw_p  = mean_{j with pattern p} U_j - mean_{j complete} U_j        (pattern-level fallback)
+        excess = max(0, (n_g * raw_g + shrink * raw_p) / (n_g + shrink))
+    i.e. per-class estimates shrunk towards the pattern-level one. When no complete item exists the
+    fraction of modalities present is used instead: excess_i = U_i * (1 - present_i / M).
+    """
+    n, m = presence.shape
+    out = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return out
+    complete = presence.all(axis=1)
+    if not complete.any():
+        return u * (1.0 - presence.sum(axis=1) / m)
+    ref_all = float(u[complete].mean())
+    codes = presence.astype(np.int64) @ (1 << np.arange(m, dtype=np.int64))
+    for code in np.unique(codes):
+        in_p = codes == code
+        if complete[in_p].all():
+            continue  # complete items explain nothing by absence
+        raw_p = float(u[in_p].mean()) - ref_all
+        for c in np.unique(yhat[in_p]):
+            g = in_p & (yhat == c)
+            ref_c = complete & (yhat == c)
+            ref = float(u[ref_c].mean()) if ref_c.any() else ref_all
+            n_g = float(g.sum())
+            raw_g = float(u[g].mean()) - ref
+            out[g] = max(0.0, (n_g * raw_g + shrink * raw_p) / (n_g + shrink))
+    return out
+
+
+@register
+class MissingAware(QueryStrategy):
+    """Fused margin with the missing-modality part discounted, plus a quota for the weak modality.
+
+    Idea: (1) an item lacking a modality looks uncertain partly because information is absent, and a
+    label does not make that part go away; discount it. (2) Labels that teach the neglected modality
+    come from items that *have* it and on which its own head is unsure.
+
+        U_adj(i) = U_margin_fused(i) - excess(i)                      (see :func:`missing_excess`)
+        q        = clip(max share - min share, q_min, q_max)          (imbalance, bounded)
+        n_weak   = min(round(q * n), #unlabelled items having the weak modality)
+        batch    = the n_weak items *having* the weak modality with the lowest weak-head margin,
+                   then the n - n_weak remaining items with the highest U_adj.
+
+    The two lists are interleaved by relative rank, so any prefix of the batch keeps roughly the
+    quota. ``scores``: selected items rank first in batch order (values in (1, 2]), the rest by U_adj.
+    """
+
+    name = "missing_aware"
+    description = "missing-discounted fused margin plus an imbalance-sized quota of weak-modality low-margin items"
+
+    def __init__(self, q_min: float = 0.0, q_max: float = 0.5, sample: int = 512, shrink: float = 5.0) -> None:
+        if not 0.0 <= q_min <= q_max <= 1.0:
+            raise QueryError(f"need 0 <= q_min <= q_max <= 1, got q_min={q_min}, q_max={q_max}")
+        if sample <= 0:
+            raise QueryError(f"sample must be positive, got {sample}")
+        if shrink < 0:
+            raise QueryError(f"shrink must be non-negative, got {shrink}")
+        self.q_min, self.q_max, self.sample, self.shrink = q_min, q_max, sample, shrink
+        self.info: dict[str, Any] = {}
+
+    def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
+        names = list(model.modality_names)
+        unl = pool.unlabeled
+        shares = reliance_shares(model, dataset, pool, sample=self.sample, seed=seed)
+        k = _weak(shares)
+        q = float(np.clip(imbalance(shares), self.q_min, self.q_max))
+        pred = model.predict(dataset, unl)
+        u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+        presence = np.stack([pred.masks[name].cpu().numpy() for name in names], axis=1)
+        yhat = pred.probs.argmax(1).cpu().numpy()
+        u_adj = u - missing_excess(u, presence, yhat, self.shrink)
+        has_weak = presence[:, k]
+        u_weak = normalized_uncertainty(pred.unimodal_probs[names[k]], "margin").double().cpu().numpy()
+
+        n_weak = min(int(round(q * n)), int(has_weak.sum()))
+        cand = np.flatnonzero(has_weak)
+        weak_pos = cand[np.lexsort((unl[cand], -u_weak[cand]))][:n_weak]  # lowest weak margin, then index
+        rest = np.ones(unl.size, dtype=bool)
+        rest[weak_pos] = False
+        cand = np.flatnonzero(rest)
+        fused_pos = cand[np.lexsort((unl[cand], -u_adj[cand]))][: n - n_weak]
+
+        # interleave by relative rank (r + 0.5) / len(list); weak list first on exact ties
+        keys = np.concatenate([(np.arange(weak_pos.size) + 0.5) / max(weak_pos.size, 1),
+                               (np.arange(fused_pos.size) + 0.5) / max(fused_pos.size, 1)])
+        src = np.concatenate([np.zeros(weak_pos.size), np.ones(fused_pos.size)])
+        pos = np.concatenate([weak_pos, fused_pos])
+        order = pos[np.lexsort((src, keys))]
+
+        scores = u_adj.copy()
+        scores[order] = 2.0 - np.arange(order.size) / max(order.size, 1)
+        self.info = {"shares": dict(zip(names, shares.tolist())), "weak": names[k], "quota": q, "n_weak": int(n_weak),
+                     "weak_indices": unl[weak_pos].tolist()}
+        return QueryResult(unl[order], scores, unl)

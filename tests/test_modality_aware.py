@@ -1,0 +1,216 @@
+"""Semantics of the modality-aware strategies (the contract suite checks the generic guarantees)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from backend.data import Pool
+from backend.strategies.base import QueryError
+from backend.strategies.modality_aware import (
+    HeadDisagreement,
+    MissingAware,
+    UnderreliedUncertainty,
+    js_divergence,
+    missing_excess,
+    normalized_uncertainty,
+    reliance_shares,
+)
+
+STRATEGIES = [UnderreliedUncertainty, HeadDisagreement, MissingAware]
+
+
+# --- shared pieces ---------------------------------------------------------------------------------
+
+
+def test_normalized_uncertainty_range() -> None:
+    p = torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    assert torch.allclose(normalized_uncertainty(p, "entropy"), torch.tensor([0.0, 1.0, math.log(2) / math.log(3)]))
+    assert torch.allclose(normalized_uncertainty(p, "margin"), torch.tensor([0.0, 1.0, 1.0]))
+    with pytest.raises(QueryError, match="uncertainty"):
+        normalized_uncertainty(p, "variance")
+
+
+def test_reliance_shares_labelled_or_seeded_sample(problem) -> None:
+    model, ds, pool = problem
+    s = reliance_shares(model, ds, pool)
+    assert s.shape == (2,) and math.isclose(s.sum(), 1.0)
+    empty = Pool.from_labeled(len(ds), [])
+    a = reliance_shares(model, ds, empty, sample=50, seed=1)
+    assert np.array_equal(a, reliance_shares(model, ds, empty, sample=50, seed=1))
+    assert not np.array_equal(a, reliance_shares(model, ds, empty, sample=50, seed=2))
+
+
+@pytest.mark.parametrize("cls", STRATEGIES)
+@pytest.mark.parametrize("fixture", ["problem", "problem3"])
+def test_valid_and_deterministic(cls, fixture, request) -> None:
+    model, ds, pool = request.getfixturevalue(fixture)
+    r1 = cls().query(model, ds, pool, 17, seed=5)
+    r2 = cls().query(model, ds, pool, 17, seed=5)
+    assert np.array_equal(r1.indices, r2.indices)
+    assert len(set(r1.indices.tolist())) == 17 and np.isin(r1.indices, pool.unlabeled).all()
+    assert r1.scores is not None and r1.scores.shape == pool.unlabeled.shape and np.isfinite(r1.scores).all()
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(QueryError, match="uncertainty"):
+        UnderreliedUncertainty(uncertainty="variance")
+    with pytest.raises(QueryError, match="gain"):
+        UnderreliedUncertainty(gain=-1)
+    with pytest.raises(QueryError, match="q_min"):
+        MissingAware(q_min=0.6, q_max=0.5)
+    with pytest.raises(QueryError, match="tie"):
+        HeadDisagreement(tie=-1)
+
+
+# --- underrelied_uncertainty ---------------------------------------------------------------------
+
+
+def test_underrelied_weight_zero_when_balanced() -> None:
+    assert UnderreliedUncertainty.mix_weight(np.array([0.5, 0.5])) == 0.0
+    assert UnderreliedUncertainty.mix_weight(np.array([1 / 3, 1 / 3, 1 / 3])) == pytest.approx(0.0)
+    assert UnderreliedUncertainty.mix_weight(np.array([0.8, 0.2])) == pytest.approx(0.6)
+    assert UnderreliedUncertainty.mix_weight(np.array([0.8, 0.2]), gain=3.0) == 1.0
+
+
+def test_underrelied_zero_weight_is_fused_uncertainty(problem) -> None:
+    model, ds, pool = problem
+    scores = UnderreliedUncertainty(gain=0.0).score(model, ds, pool, seed=0)
+    fused = normalized_uncertainty(model.predict(ds, pool.unlabeled).probs, "entropy").double().cpu().numpy()
+    np.testing.assert_allclose(scores, fused, atol=1e-12)
+
+
+def test_underrelied_formula_and_weak_head_only_where_present(problem3) -> None:
+    model, ds, pool = problem3
+    strat = UnderreliedUncertainty(uncertainty="margin")
+    scores = strat.score(model, ds, pool, seed=0)
+    shares = np.array(list(strat.info["shares"].values()))
+    weak = strat.info["weak"]
+    assert weak == model.modality_names[int(np.argmin(shares))]
+    w = strat.info["weight"]
+    assert w == pytest.approx(shares.max() - shares.min())
+    pred = model.predict(ds, pool.unlabeled)
+    uf = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+    uw = normalized_uncertainty(pred.unimodal_probs[weak], "margin").double().cpu().numpy()
+    present = ds.masks[weak][pool.unlabeled]
+    np.testing.assert_allclose(scores, (1 - w) * uf + w * uw * present, atol=1e-6)
+
+
+# --- head_disagreement ---------------------------------------------------------------------------
+
+
+def test_js_divergence_bounds() -> None:
+    p = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.5, 0.5]])
+    q = torch.tensor([[0.0, 1.0], [0.3, 0.7], [1.0, 0.0]])
+    js = js_divergence(p, q)
+    assert js[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert js[1] == pytest.approx(0.0, abs=1e-7)
+    assert 0 < js[2] < math.log(2)
+    assert torch.allclose(js, js_divergence(q, p))
+
+
+def test_head_disagreement_by_hand(problem) -> None:
+    model, ds, pool = problem
+    scores = HeadDisagreement(tie=0.0).score(model, ds, pool, seed=0)
+    pred = model.predict(ds, pool.unlabeled)
+    ja = js_divergence(pred.unimodal_probs["a"], pred.probs).double().cpu().numpy()
+    jb = js_divergence(pred.unimodal_probs["b"], pred.probs).double().cpu().numpy()
+    hb = ds.masks["b"][pool.unlabeled]
+    expected = np.where(hb, (ja + jb) / 2, ja) / math.log(2)  # 'a' is always present here
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert scores.min() >= 0 and scores.max() <= 1
+
+
+# --- missing_aware -------------------------------------------------------------------------------
+
+
+def test_missing_excess_by_hand() -> None:
+    # complete items (pattern 11) have U = 0.2; items lacking modality 2 (pattern 10) have U = 0.6;
+    # one predicted class, shrinkage 0: excess = 0.6 - 0.2 = 0.4 for the incomplete items, 0 otherwise
+    u = np.array([0.2, 0.2, 0.6, 0.6])
+    presence = np.array([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=bool)
+    yhat = np.zeros(4, dtype=np.int64)
+    np.testing.assert_allclose(missing_excess(u, presence, yhat, shrink=0.0), [0, 0, 0.4, 0.4])
+    # two classes: class 1 complete items are U = 0.5 -> group (10, class 1) excess = 0.1 with no shrinkage
+    u2 = np.array([0.2, 0.5, 0.6, 0.6])
+    yhat2 = np.array([0, 1, 0, 1])
+    np.testing.assert_allclose(missing_excess(u2, presence, yhat2, shrink=0.0), [0, 0, 0.4, 0.1])
+    # shrink towards pattern-level (0.6 - 0.35 = 0.25) with weight 1 against n_g = 1: (0.4 + 0.25)/2
+    np.testing.assert_allclose(missing_excess(u2, presence, yhat2, shrink=1.0)[2], 0.325)
+    # an incomplete group *less* uncertain than complete ones explains nothing: clipped at 0
+    assert missing_excess(np.array([0.5, 0.1]), np.array([[1, 1], [1, 0]], dtype=bool), np.zeros(2, np.int64), 0.0)[1] == 0
+    # no complete item at all: fraction of modalities missing, U * (1 - present / M)
+    np.testing.assert_allclose(
+        missing_excess(np.array([0.8, 0.6]), np.array([[1, 0], [0, 1]], dtype=bool), np.zeros(2, np.int64)), [0.4, 0.3]
+    )
+
+
+def _weak_masked(model, ds, pool, keep_unlabelled: int | None = None, frac_missing: float = 0.7, seed: int = 0):
+    """The dataset with the model's weak modality absent for most unlabelled items (labelled items untouched,
+    so the measured shares and hence the weak modality do not change)."""
+    shares = reliance_shares(model, ds, pool)
+    weak = model.modality_names[int(np.argmin(shares))]
+    rng = np.random.default_rng(seed)
+    mask = ds.masks[weak].copy()
+    unl = pool.unlabeled
+    if keep_unlabelled is None:
+        mask[unl[rng.random(unl.size) < frac_missing]] = False
+    else:
+        keep = rng.choice(unl, keep_unlabelled, replace=False)
+        mask[unl] = False
+        mask[keep] = True
+    return ds.with_masks({weak: mask}), weak
+
+
+def test_missing_aware_quota_only_spent_on_items_with_weak_modality(problem) -> None:
+    model, ds, pool = problem
+    ds2, weak = _weak_masked(model, ds, pool)
+    strat = MissingAware(q_min=0.4, q_max=0.4)
+    res = strat.query(model, ds2, pool, 20, seed=0)
+    assert strat.info["weak"] == weak and strat.info["n_weak"] == 8
+    weak_idx = np.array(strat.info["weak_indices"])
+    assert ds2.masks[weak][weak_idx].all()
+    assert np.isin(weak_idx, res.indices).all()
+    # they are the lowest-weak-head-margin items among those that have the weak modality
+    unl = pool.unlabeled
+    pred = model.predict(ds2, unl)
+    u_weak = normalized_uncertainty(pred.unimodal_probs[weak], "margin").double().cpu().numpy()
+    has = ds2.masks[weak][unl]
+    cand = np.flatnonzero(has)
+    expected = unl[cand[np.lexsort((unl[cand], -u_weak[cand]))][:8]]
+    assert np.array_equal(weak_idx, expected)
+    # interleaved by relative rank: 8 weak picks among 20 -> a weak pick within every prefix of length >= 3
+    is_weak = np.isin(res.indices, weak_idx)
+    assert is_weak[:3].any() and is_weak[:10].sum() == 4
+
+
+def test_missing_aware_quota_capped_by_items_having_weak(problem) -> None:
+    model, ds, pool = problem
+    ds2, weak = _weak_masked(model, ds, pool, keep_unlabelled=3)
+    strat = MissingAware(q_min=1.0, q_max=1.0)
+    res = strat.query(model, ds2, pool, 12, seed=0)
+    assert strat.info["n_weak"] == 3
+    assert ds2.masks[weak][strat.info["weak_indices"]].all()
+    assert len(set(res.indices.tolist())) == 12
+
+
+def test_missing_aware_without_quota_is_discounted_margin(problem) -> None:
+    model, ds, pool = problem
+    strat = MissingAware(q_min=0.0, q_max=0.0)
+    res = strat.query(model, ds, pool, 15, seed=0)
+    assert strat.info["n_weak"] == 0
+    unl = pool.unlabeled
+    pred = model.predict(ds, unl)
+    u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+    presence = np.stack([ds.masks[k][unl] for k in model.modality_names], 1)
+    u_adj = u - missing_excess(u, presence, pred.probs.argmax(1).cpu().numpy(), 5.0)
+    expected = unl[np.lexsort((unl, -u_adj))[:15]]
+    assert np.array_equal(res.indices, expected)
+    # items lacking a modality are discounted, never boosted
+    assert np.all(u_adj <= u + 1e-12)
+    # scores: the batch first (in batch order), then the rest by discounted margin
+    order = np.lexsort((unl, -res.scores))
+    assert np.array_equal(unl[order[:15]], res.indices)

@@ -1,0 +1,105 @@
+"""The contract every registered query strategy must honour, whoever wrote it.
+
+Parametrised over ``list_strategies()`` at collection time, so a strategy registered later (BMMAL,
+modality-aware ones, ...) is held to the same rules automatically: exactly n unique unlabelled
+indices; seed-deterministic; robust to missing modalities; clear QueryErrors for impossible
+requests; scores aligned with ``scored``. Runs on the shared ``problem``/``problem3`` fixtures
+(real trained fusion models, see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.data import Pool
+from backend.strategies.base import QueryError, QueryResult, get_strategy, list_strategies
+
+STRATEGIES = sorted(list_strategies())
+PROBLEMS = ["problem", "problem3"]
+
+
+def _check_selection(result: QueryResult, pool: Pool, n: int, name: str) -> None:
+    idx = np.asarray(result.indices)
+    assert idx.shape == (n,), f"{name}: expected {n} indices, got shape {idx.shape}"
+    assert np.issubdtype(idx.dtype, np.integer), f"{name}: indices must be integers, got {idx.dtype}"
+    assert np.unique(idx).size == n, f"{name}: duplicate indices {idx}"
+    assert np.isin(idx, pool.unlabeled).all(), f"{name}: picked labelled/out-of-range items {np.setdiff1d(idx, pool.unlabeled)}"
+    if result.scores is not None:
+        scores = np.asarray(result.scores)
+        assert result.scored is not None, f"{name}: scores given without the items they score"
+        scored = np.asarray(result.scored)
+        assert scores.shape == scored.shape == (scored.size,), f"{name}: scores {scores.shape} vs scored {scored.shape}"
+        assert np.unique(scored).size == scored.size, f"{name}: scored has duplicates"
+        assert np.isin(scored, pool.unlabeled).all(), f"{name}: scored contains items outside the unlabelled pool"
+        assert not np.isnan(scores).any(), f"{name}: NaN scores"
+
+
+def test_registry_has_the_classic_strategies() -> None:
+    for name in ["random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge", "typiclust"]:
+        assert name in STRATEGIES
+    for name, desc in list_strategies().items():
+        assert desc and "\n" not in desc, f"{name}: needs a one-line description"
+        assert type(get_strategy(name)).__doc__, f"{name}: needs a docstring with its formula"
+
+
+@pytest.mark.parametrize("fixture", PROBLEMS)
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_returns_n_unique_unlabelled_indices(name: str, fixture: str, request: pytest.FixtureRequest) -> None:
+    model, ds, pool = request.getfixturevalue(fixture)
+    for n in (1, 7):
+        _check_selection(get_strategy(name).query(model, ds, pool, n, seed=0), pool, n, name)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_identical_seeds_give_identical_results(name: str, problem) -> None:
+    model, ds, pool = problem
+    a = get_strategy(name).query(model, ds, pool, 9, seed=5)
+    b = get_strategy(name).query(model, ds, pool, 9, seed=5)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert (a.scores is None) == (b.scores is None)
+    if a.scores is not None:
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.scored, b.scored)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_works_when_items_miss_modalities(name: str, problem3) -> None:
+    model, ds, pool = problem3
+    n = len(ds)
+    i = np.arange(n)
+    # every modality is missing for some items (never all of them for the same item)
+    masks = {k: ds.masks[k] & (i % 4 != j) for j, k in enumerate(ds.modality_names)}
+    holey = ds.with_masks(masks)
+    result = get_strategy(name).query(model, holey, pool, 12, seed=1)
+    _check_selection(result, pool, 12, name)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_n_equal_to_pool_size_works(name: str, problem) -> None:
+    model, ds, pool = problem
+    small = Pool.from_labeled(len(ds), np.setdiff1d(np.arange(len(ds)), pool.unlabeled[::20]))
+    n = small.unlabeled.size
+    result = get_strategy(name).query(model, ds, small, n, seed=0)
+    _check_selection(result, small, n, name)
+    assert set(result.indices.tolist()) == set(small.unlabeled.tolist())
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_works_with_no_labelled_items(name: str, problem) -> None:
+    model, ds, _ = problem
+    cold = Pool.from_labeled(len(ds), [])
+    _check_selection(get_strategy(name).query(model, ds, cold, 5, seed=2), cold, 5, name)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_impossible_requests_raise_clear_query_errors(name: str, problem) -> None:
+    model, ds, pool = problem
+    strategy = get_strategy(name)
+    with pytest.raises(QueryError, match=f"asked for {pool.unlabeled.size + 1} items but only {pool.unlabeled.size}"):
+        strategy.query(model, ds, pool, pool.unlabeled.size + 1, seed=0)
+    full = Pool.from_labeled(len(ds), np.arange(len(ds)))
+    with pytest.raises(QueryError, match="unlabelled pool is empty"):
+        strategy.query(model, ds, full, 1, seed=0)
+    with pytest.raises(QueryError, match="n must be positive"):
+        strategy.query(model, ds, pool, 0, seed=0)
