@@ -1,0 +1,314 @@
+"""One benchmark cell: a (scenario, strategy, seed) active-learning run, round by round.
+
+Why it is built this way (the evaluation pitfalls of active learning, Lueth et al. 2023):
+- every strategy starts from the *same* initial labelled set and the *same* round-0 model: the set
+  is drawn from (scenario, seed) only, and the round-0 model is trained once, saved, and loaded by
+  every strategy (a loaded model is used even right after training, so a cache hit and a cache miss
+  give identical numbers);
+- every seed in a cell is derived from (scenario, seed, round, purpose), never from which strategy
+  runs or in which order, so cells can run in any order, in any process, on any machine;
+- the training recipe is fixed per scenario and identical for every strategy; it can be chosen on
+  validation data (never the test set) once per scenario with :func:`select_recipe`;
+- each round is evaluated on the held-out test set with the modality diagnostics
+  (:func:`backend.diagnostics.diagnose`), so reliance on one modality is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from backend.data import DataError, MultimodalDataset, Pool
+from backend.diagnostics import diagnose
+from backend.models.fusion import FusionConfig
+from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
+from backend.strategies.base import get_strategy
+from benchmark.oracle import SimulatedOracle
+from benchmark.scenarios import Scenario, make_scenario
+from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig
+
+BASE_COLUMNS = ["dataset", "strategy", "seed", "round", "n_labeled", "cost", "accuracy", "macro_f1",
+                "query_seconds", "train_seconds"]
+TIMING_COLUMNS = ["query_seconds", "train_seconds"]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from a stable hash of ``parts`` (never Python's salted ``hash``)."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def result_columns(modalities: list[str]) -> list[str]:
+    """The tidy results columns for a scenario with these modalities, in order."""
+    cols = list(BASE_COLUMNS)
+    for prefix in ("contribution", "unimodal_acc", "representation_gap"):
+        cols += [f"{prefix}:{m}" for m in modalities]
+    return cols + ["reliance_gap"]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with a fixed number of torch CPU threads (results must not depend on the machine's cores)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+_SCENARIO_MEMO: dict[str, Scenario] = {}
+
+
+def build_scenario(config: BenchmarkConfig, name: str, seed: int) -> Scenario:
+    """The scenario of a cell (memoised in this process only; identical when rebuilt elsewhere)."""
+    key = json.dumps([name, seed, config.scenario_params], sort_keys=True, default=str)
+    sc = _SCENARIO_MEMO.get(key)
+    if sc is None:
+        if len(_SCENARIO_MEMO) > 32:
+            _SCENARIO_MEMO.clear()
+        sc = make_scenario(name, seed, **config.scenario_params)
+        _SCENARIO_MEMO[key] = sc
+    return sc
+
+
+def apply_recipe(fusion: FusionConfig, train: TrainConfig, overrides: Mapping[str, Any] | None) -> tuple[FusionConfig, TrainConfig]:
+    """Apply ``{"train": {...}, "fusion": {...}}`` overrides, naming any unknown field."""
+    if not overrides:
+        return fusion, train
+    unknown = set(overrides) - {"train", "fusion"}
+    if unknown:
+        raise DataError(f"recipe overrides may only have 'train' and 'fusion' keys, got {sorted(unknown)}")
+    try:
+        fusion = replace(fusion, **dict(overrides.get("fusion") or {}))
+        train = replace(train, **dict(overrides.get("train") or {}))
+    except TypeError as e:
+        raise DataError(f"bad recipe override {dict(overrides)}: {e}") from None
+    return fusion, train
+
+
+def resolve_recipe(config: BenchmarkConfig, scenario: Scenario,
+                   chosen: Mapping[str, Any] | None = None) -> tuple[FusionConfig, TrainConfig]:
+    """The recipe of a scenario: its default, the config's overrides, then the chosen candidate."""
+    fusion, train = apply_recipe(scenario.fusion, scenario.train,
+                                 {"train": config.train_overrides, "fusion": config.fusion_overrides})
+    return apply_recipe(fusion, train, chosen)
+
+
+def initial_indices(scenario: Scenario, n_initial: int, seed: int) -> np.ndarray:
+    """The initial labelled set: random items drawn from (scenario, seed) only, sorted."""
+    n = len(scenario.pool)
+    if not 0 < n_initial < n:
+        raise DataError(f"n_initial must be in 1..{n - 1} for a pool of {n} items, got {n_initial}")
+    rng = np.random.default_rng(derive_seed("initial", scenario.name, seed))
+    return np.sort(rng.choice(n, size=n_initial, replace=False)).astype(np.int64)
+
+
+def make_oracle(config: BenchmarkConfig, scenario: Scenario, seed: int) -> SimulatedOracle:
+    """The cell's oracle: answers drawn from (scenario, seed), budget = the config's query budget."""
+    return SimulatedOracle(scenario.pool, config.oracle, budget=config.budget,
+                           seed=derive_seed("oracle", scenario.name, seed))
+
+
+def evaluate(model: TrainedFusionModel, scenario: Scenario) -> dict[str, float]:
+    """Test-set accuracy, macro F1 and modality diagnostics of one model.
+
+    representation_gap:m = what modality m alone can reach on items having it (Bayes, ground truth)
+    minus the accuracy of the model's own head for m on those items.
+    """
+    test = scenario.test
+    idx = np.arange(len(test))
+    y = test.labels
+    pred = model.predict(test, idx).probs.argmax(1).cpu().numpy()
+    c = test.n_classes
+    f1s = []
+    for k in range(c):
+        tp = int(((pred == k) & (y == k)).sum())
+        fp = int(((pred == k) & (y != k)).sum())
+        fn = int(((pred != k) & (y == k)).sum())
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    diag = diagnose(model, test, idx, informativeness=scenario.modality_informativeness(), chance=scenario.chance)
+    out: dict[str, float] = {"accuracy": float((pred == y).mean()), "macro_f1": float(np.mean(f1s))}
+    names = scenario.modality_names
+    for m in names:
+        out[f"contribution:{m}"] = float(diag.contribution[m])
+    for m in names:
+        out[f"unimodal_acc:{m}"] = float(diag.unimodal_acc[m])
+    for m in names:
+        out[f"representation_gap:{m}"] = float(scenario.informativeness_present[m] - diag.unimodal_acc[m])
+    out["reliance_gap"] = float("nan") if diag.reliance_gap is None else float(diag.reliance_gap)
+    return out
+
+
+def _cache_key(config: BenchmarkConfig, scenario: Scenario, seed: int, fusion: FusionConfig, train: TrainConfig,
+               what: str) -> str:
+    blob = json.dumps({"what": what, "scenario": scenario.name, "params": config.scenario_params, "seed": seed,
+                       "n_initial": config.n_initial, "oracle": config.oracle.to_dict(), "fusion": fusion.to_dict(),
+                       "train": train.to_dict(), "torch": torch.__version__}, sort_keys=True, default=str)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in scenario.name)
+    return f"{safe}__s{seed}__{what}__{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def default_cache_dir() -> Path:
+    """Where a worker without the run folder keeps round-0 models (``MMAL_CACHE_DIR`` overrides)."""
+    env = os.environ.get("MMAL_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mmal" / "benchmark"
+
+
+def round0_model(config: BenchmarkConfig, scenario: Scenario, dataset: MultimodalDataset, labeled: np.ndarray,
+                 seed: int, fusion: FusionConfig, train: TrainConfig,
+                 cache_dir: Path | None) -> tuple[TrainedFusionModel, float]:
+    """The round-0 model of (scenario, seed): trained once, saved, and *loaded* by every strategy.
+
+    Returns (model, seconds spent training; 0.0 on a cache hit).
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache_dir / f"{_cache_key(config, scenario, seed, fusion, train, 'round0')}.pt"
+    seconds = 0.0
+    if not path.exists():
+        t0 = time.perf_counter()
+        model = train_model(dataset, labeled, fusion=fusion, train=train, seed=derive_seed("train", scenario.name, seed, 0))
+        seconds = time.perf_counter() - t0
+        model.save(path)  # atomic: a concurrent worker never reads a partial file
+    model = TrainedFusionModel.load(path, device=train.device)
+    return model, seconds
+
+
+def _row(scenario: Scenario, strategy: str, seed: int, rnd: int, n_labeled: int, cost: float, q_s: float, t_s: float,
+         metrics: Mapping[str, float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"dataset": scenario.name, "strategy": strategy, "seed": int(seed), "round": int(rnd),
+                           "n_labeled": int(n_labeled), "cost": float(cost), "accuracy": metrics["accuracy"],
+                           "macro_f1": metrics["macro_f1"], "query_seconds": float(q_s), "train_seconds": float(t_s)}
+    for col in result_columns(scenario.modality_names)[len(BASE_COLUMNS):]:
+        row[col] = float(metrics[col])
+    return row
+
+
+def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: int, *,
+             recipe: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Run one (scenario, strategy, seed) cell and return one row per round (round 0 = initial model).
+
+    ``strategy == "full_pool"`` gives the upper reference instead: one row for the same recipe
+    trained on the whole pool (with the oracle's answers). ``recipe``: the chosen candidate's overrides.
+    """
+    if scenario_name not in config.scenarios:
+        raise DataError(f"scenario '{scenario_name}' is not in this run's scenarios {list(config.scenarios)}")
+    if strategy != REFERENCE_STRATEGY and strategy not in config.strategies:
+        raise DataError(f"strategy '{strategy}' is not in this run's strategies {list(config.strategies)}")
+    with torch_threads(config.threads):
+        sc = build_scenario(config, scenario_name, seed)
+        fusion, train = resolve_recipe(config, sc, recipe)
+        oracle = make_oracle(config, sc, seed)
+        ds = sc.pool.with_masks({})  # a private copy whose labels this cell fills in
+        if strategy == REFERENCE_STRATEGY:
+            every = np.arange(len(ds))
+            ds.labels[:] = oracle.label(every, charge=False)
+            t0 = time.perf_counter()
+            model = train_model(ds, every, fusion=fusion, train=train, seed=derive_seed("train", sc.name, seed, "full"))
+            t_s = time.perf_counter() - t0
+            return [_row(sc, strategy, seed, 0, len(ds), oracle.cost(every), 0.0, t_s, evaluate(model, sc))]
+
+        labeled = initial_indices(sc, config.n_initial, seed)
+        ds.labels[labeled] = oracle.label(labeled, charge=False)
+        cost = oracle.cost(labeled)
+        pool = Pool.from_labeled(len(ds), labeled)
+        model, t_s = round0_model(config, sc, ds, labeled, seed, fusion, train, Path(cache_dir) if cache_dir else None)
+        rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc))]
+        strat = get_strategy(strategy)
+        rnd = 0
+        while True:
+            if config.rounds is not None and rnd >= config.rounds:
+                break
+            if pool.unlabeled.size == 0:
+                break
+            if oracle.remaining < float(oracle.item_costs[pool.unlabeled].min()) - 1e-9:
+                break
+            rnd += 1
+            n = min(config.batch_size, int(pool.unlabeled.size))
+            t0 = time.perf_counter()
+            picked = strat.query(model, ds, pool, n, seed=derive_seed("query", sc.name, seed, rnd)).indices
+            q_s = time.perf_counter() - t0
+            picked = oracle.affordable(picked)
+            if picked.size == 0:
+                break
+            ds.labels[picked] = oracle.label(picked)
+            cost += oracle.cost(picked)
+            pool = pool.add(picked)
+            t0 = time.perf_counter()
+            model = train_model(ds, pool.labeled, fusion=fusion, train=train,
+                                seed=derive_seed("train", sc.name, seed, rnd), init=model)
+            t_s = time.perf_counter() - t0
+            rows.append(_row(sc, strategy, seed, rnd, pool.labeled.size, cost, q_s, t_s, evaluate(model, sc)))
+        return rows
+
+
+def select_recipe(config: BenchmarkConfig, scenario_name: str) -> dict[str, Any]:
+    """Choose a scenario's recipe among ``config.recipe_candidates`` by *validation* accuracy.
+
+    Trained on ``tune_size`` randomly labelled pool items of the first seed (a mid-budget labelled
+    set, strategy-independent), scored on the scenario's validation set. Returns
+    ``{"chosen": index, "overrides": {...}, "scores": [val accuracy per candidate], "n_labeled": k}``.
+    """
+    seed = config.seeds[0]
+    with torch_threads(config.threads):
+        sc = build_scenario(config, scenario_name, seed)
+        if not config.recipe_candidates:
+            return {"chosen": None, "overrides": {}, "scores": [], "n_labeled": 0}
+        n = len(sc.pool)
+        if config.tune_size is not None:
+            k = int(config.tune_size)
+        else:
+            spend = config.budget if config.budget is not None else (config.rounds or 0) * config.batch_size
+            k = int(config.n_initial + spend // 2)
+        k = max(2, min(k, n))
+        rng = np.random.default_rng(derive_seed("tune", sc.name, seed))
+        idx = np.sort(rng.choice(n, size=k, replace=False))
+        ds = sc.pool.with_masks({})
+        oracle = make_oracle(config, sc, seed)
+        ds.labels[idx] = oracle.label(idx, charge=False)
+        scores = []
+        for i, cand in enumerate(config.recipe_candidates):
+            fusion, train = resolve_recipe(config, sc, cand)
+            model = train_model(ds, idx, fusion=fusion, train=train, seed=derive_seed("tune", sc.name, seed, i))
+            pred = model.predict(sc.val, np.arange(len(sc.val))).probs.argmax(1).cpu().numpy()
+            scores.append(float((pred == sc.val.labels).mean()))
+        best = int(np.argmax(scores))  # first best on ties: deterministic
+        return {"chosen": best, "overrides": dict(config.recipe_candidates[best]), "scores": scores, "n_labeled": k}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so a reader (or a resumed run) never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=_json_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

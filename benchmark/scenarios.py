@@ -1,0 +1,648 @@
+"""Synthetic multimodal scenarios, each isolating one pitfall of multimodal active learning.
+
+Why a generative model with a known posterior: the benchmark must say *how much* each modality can
+tell, not guess it. Every scenario is one instance of the same process, so ground truth is the
+Bayes-optimal accuracy of that process, estimated by Monte Carlo on fresh samples with the *true*
+posterior (not a learned model; no training noise, only sampling error of about 0.2 %):
+
+- a discrete latent cell ``k ~ prior`` fixes the label ``y = label[k]``;
+- each modality ``m`` sees a low-dimensional latent ``z_m = mu_m[k] + a * s + sigma_m * e_m``
+  (``s`` shared across modalities, only for ``redundancy``; ``e_m`` its own noise), padded with
+  class-free nuisance dimensions and rotated by a random orthogonal matrix into ``dims`` features;
+- a share of items may carry a corrupted copy of a modality (heavy extra noise on every dimension);
+- presence patterns are drawn given the class: missing completely at random (MCAR) or not at random
+  (MNAR, absence correlated with the class).
+
+Named scenarios (``list_scenarios``): ``balanced``, ``difficulty``, ``redundancy``, ``uniqueness``,
+``synergy``, ``noisy_modality``, ``missing_{mcar,mnar}_{10,30,50}`` and combinations written
+``base+modifier`` (e.g. ``difficulty+missing_mnar_30``, ``synergy+noisy``). Same name, parameters
+and seed give the same data, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.models.fusion import FusionConfig
+from backend.models.trainer import TrainConfig
+
+MODALITY_NAMES = ("a", "b", "c", "d", "e", "f")
+DEFAULT_MC_SAMPLES = 40_000
+_CHUNK = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# The generative process
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ModalityProcess:
+    """One modality: latent cell means ``(K, p)``, own noise, and the rotation into ``dim`` features."""
+
+    name: str
+    dim: int
+    means: np.ndarray
+    sigma: float
+    rotation: np.ndarray  # (dim, dim) orthogonal: features = [z, nuisance] @ rotation
+
+    @property
+    def latent_dim(self) -> int:
+        """Dimensions that carry class information (the rest are nuisance)."""
+        return int(self.means.shape[1])
+
+
+@dataclass
+class Process:
+    """The full generating process of a scenario (see the module docstring)."""
+
+    n_classes: int
+    cell_prior: np.ndarray  # (K,)
+    cell_label: np.ndarray  # (K,) int
+    mods: list[ModalityProcess]
+    shared: float = 0.0  # std of the shared latent noise s (requires equal latent dims)
+    nuisance: float = 1.0  # std of the class-free padding dimensions
+    corrupt_rate: np.ndarray | None = None  # (M,) share of items whose copy of m is corrupted
+    corrupt_sigma: float = 5.0  # std of the corruption noise added to every dimension
+    patterns: np.ndarray | None = None  # (P, M) bool presence patterns
+    pattern_probs: np.ndarray | None = None  # (C, P) P(pattern | y)
+
+    def __post_init__(self) -> None:
+        m = len(self.mods)
+        if self.corrupt_rate is None:
+            self.corrupt_rate = np.zeros(m)
+        if self.patterns is None:
+            self.patterns = np.ones((1, m), dtype=bool)
+            self.pattern_probs = np.ones((self.n_classes, 1))
+        if self.shared > 0 and len({md.latent_dim for md in self.mods}) != 1:
+            raise DataError("a shared latent needs every modality to have the same latent dimension")
+        for md in self.mods:
+            if md.latent_dim > md.dim:
+                raise DataError(f"modality '{md.name}' needs at least {md.latent_dim} dimensions, got {md.dim}")
+
+    @property
+    def names(self) -> list[str]:
+        """Modality names in order."""
+        return [md.name for md in self.mods]
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, Any]:
+        """Draw ``n`` items: features, masks, labels, and the hidden truth (cells, corruption)."""
+        k = rng.choice(len(self.cell_prior), size=n, p=self.cell_prior)
+        y = self.cell_label[k]
+        s = rng.standard_normal((n, self.mods[0].latent_dim)) if self.shared > 0 else None
+        feats: dict[str, np.ndarray] = {}
+        corrupted = np.zeros((n, len(self.mods)), dtype=bool)
+        for j, md in enumerate(self.mods):
+            z = md.means[k] + md.sigma * rng.standard_normal((n, md.latent_dim))
+            if s is not None:
+                z = z + self.shared * s
+            nu = self.nuisance * rng.standard_normal((n, md.dim - md.latent_dim))
+            lat = np.concatenate([z, nu], axis=1)
+            corrupted[:, j] = rng.random(n) < self.corrupt_rate[j]
+            noise = self.corrupt_sigma * rng.standard_normal((n, md.dim))
+            lat = np.where(corrupted[:, j:j + 1], lat + noise, lat)
+            feats[md.name] = (lat @ md.rotation).astype(np.float32)
+        # presence pattern given the class
+        cum = np.cumsum(self.pattern_probs[y], axis=1)
+        u = rng.random(n)[:, None]
+        pat = np.minimum((u >= cum).sum(axis=1), len(self.patterns) - 1)
+        present = self.patterns[pat]
+        masks = {md.name: present[:, j].copy() for j, md in enumerate(self.mods)}
+        for j, md in enumerate(self.mods):
+            feats[md.name][~present[:, j]] = 0.0
+        return {"features": feats, "masks": masks, "y": y.astype(np.int64), "cell": k, "corrupted": corrupted}
+
+    # --- the Bayes-optimal classifier ------------------------------------------------------------
+    def bayes_predict(self, features: dict[str, np.ndarray], masks: dict[str, np.ndarray],
+                      use: Sequence[str] | None = None) -> np.ndarray:
+        """Bayes-optimal labels from the modalities in ``use`` (default all) and their presence.
+
+        The posterior is exact for this process: it sums over latent cells and corruption states and
+        includes what the presence pattern itself says about the class (MNAR).
+        """
+        use_idx = [j for j, md in enumerate(self.mods) if use is None or md.name in use]
+        if not use_idx:
+            raise DataError(f"use={use!r} names no modality of {self.names}")
+        n = len(next(iter(features.values())))
+        pres = np.stack([np.asarray(masks[self.mods[j].name], dtype=bool) for j in use_idx], axis=1)
+        # P(observed presence of the used modalities | y): marginalise the other modalities' presence
+        sub = self.patterns[:, use_idx]
+        log_prior_k = np.log(np.maximum(self.cell_prior, 1e-300))
+        out = np.empty(n, dtype=np.int64)
+        codes = pres @ (1 << np.arange(len(use_idx)))
+        for code in np.unique(codes):
+            rows = np.flatnonzero(codes == code)
+            obs = pres[rows[0]]
+            agree = (sub == obs).all(axis=1)
+            p_obs_y = self.pattern_probs[:, agree].sum(axis=1)  # (C,)
+            present_j = [j for j, o in zip(use_idx, obs) if o]
+            for start in range(0, rows.size, _CHUNK):
+                r = rows[start:start + _CHUNK]
+                ll = self._loglik(features, r, present_j)  # (n_r, K)
+                lp = ll + log_prior_k
+                per_class = np.full((r.size, self.n_classes), -np.inf)
+                for c in range(self.n_classes):
+                    sel = self.cell_label == c
+                    if sel.any():
+                        per_class[:, c] = _logsumexp(lp[:, sel], axis=1)
+                per_class = per_class + np.log(np.maximum(p_obs_y, 1e-300))
+                out[r] = per_class.argmax(axis=1)
+        return out
+
+    def _loglik(self, features: dict[str, np.ndarray], rows: np.ndarray, present_j: list[int]) -> np.ndarray:
+        """log p(x_P | k) for the present modalities P, marginalised over corruption, up to a constant."""
+        k = len(self.cell_prior)
+        if not present_j:
+            return np.zeros((rows.size, k))
+        lats = []
+        for j in present_j:
+            md = self.mods[j]
+            lat = features[md.name][rows].astype(np.float64) @ md.rotation.T
+            lats.append((lat[:, :md.latent_dim], lat[:, md.latent_dim:]))
+        corr_j = [i for i, j in enumerate(present_j) if self.corrupt_rate[j] > 0]
+        terms = []
+        for state in product((0, 1), repeat=len(corr_j)):
+            c = np.zeros(len(present_j), dtype=bool)
+            c[corr_j] = np.asarray(state, dtype=bool)
+            log_pc = sum(math.log(self.corrupt_rate[present_j[i]] if c[i] else 1 - self.corrupt_rate[present_j[i]])
+                         for i in corr_j)
+            extra = self.corrupt_sigma ** 2
+            b2 = np.array([self.mods[j].sigma ** 2 + (extra if c[i] else 0.0) for i, j in enumerate(present_j)])
+            ll = np.full((rows.size, k), float(log_pc), dtype=np.float64)
+            # class-free nuisance dims: only their variance depends on the corruption state
+            for i, j in enumerate(present_j):
+                nu = lats[i][1]
+                if nu.shape[1]:
+                    v = self.nuisance ** 2 + (extra if c[i] else 0.0)
+                    ll += (-0.5 * ((nu ** 2).sum(axis=1) / v + nu.shape[1] * math.log(v)))[:, None]
+            if self.shared > 0:
+                a2 = self.shared ** 2
+                denom = 1.0 + a2 * float((1.0 / b2).sum())
+                p = self.mods[0].latent_dim
+                sq = np.zeros((rows.size, k))
+                lin = np.zeros((rows.size, k, p))
+                for i, j in enumerate(present_j):
+                    r = lats[i][0][:, None, :] - self.mods[j].means[None, :, :]
+                    sq += (r ** 2).sum(axis=2) / b2[i]
+                    lin += r / b2[i]
+                quad = sq - a2 * (lin ** 2).sum(axis=2) / denom
+                logdet = p * (float(np.log(b2).sum()) + math.log(denom))
+                ll += -0.5 * (quad + logdet)
+            else:
+                for i, j in enumerate(present_j):
+                    md = self.mods[j]
+                    z = lats[i][0]
+                    d2 = ((z ** 2).sum(axis=1)[:, None] - 2 * z @ md.means.T + (md.means ** 2).sum(axis=1)[None, :])
+                    ll += -0.5 * (d2 / b2[i] + md.latent_dim * math.log(b2[i]))
+            terms.append(ll)
+        return _logsumexp(np.stack(terms, axis=0), axis=0)
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers
+# ----------------------------------------------------------------------------------------------
+def _simplex(n_points: int, rng: np.random.Generator, dim: int | None = None) -> np.ndarray:
+    """``n_points`` equidistant means (orthonormal directions, pairwise distance sqrt 2)."""
+    dim = dim or max(n_points, 2)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return q[:n_points].copy() if n_points > 1 else np.zeros((1, dim))
+
+
+def _rotation(d: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def _bayes_acc_isotropic(means: np.ndarray, prior: np.ndarray, labels: np.ndarray, sigma: float,
+                         cells: np.ndarray, noise: np.ndarray) -> float:
+    """Bayes accuracy of one isotropic-Gaussian modality with common random numbers (for calibration)."""
+    z = means[cells] + sigma * noise
+    d2 = (z ** 2).sum(1)[:, None] - 2 * z @ means.T + (means ** 2).sum(1)[None, :]
+    lp = -0.5 * d2 / sigma ** 2 + np.log(prior)[None, :]
+    n_lab = int(labels.max()) + 1
+    per = np.stack([_logsumexp(lp[:, labels == c], axis=1) if (labels == c).any() else np.full(len(z), -np.inf)
+                    for c in range(n_lab)], axis=1)
+    return float((per.argmax(1) == labels[cells]).mean())
+
+
+_CALIBRATION_MEMO: dict[bytes, float] = {}
+
+
+def _canonical(means: np.ndarray) -> np.ndarray:
+    """The means in a frame that does not depend on their rotation: R^T from the QR of means^T
+    (positive diagonal), rounded so float noise of the rotation cannot change the result."""
+    _, r = np.linalg.qr(np.asarray(means, dtype=np.float64).T)
+    sign = np.sign(np.diag(r))
+    sign[sign == 0] = 1.0
+    return np.round((r * sign[:, None]).T, 10) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def calibrate_sigma(means: np.ndarray, prior: np.ndarray, labels: np.ndarray, target: float, n: int = 20_000) -> float:
+    """The noise std at which a modality with these cell means reaches Bayes accuracy ``target``.
+
+    Why: scenarios are specified by how informative each modality is (e.g. 70 % vs 95 %), not by
+    an opaque noise level. Bisection on log sigma with common random numbers (monotone, smooth).
+    The answer depends only on the geometry of the means up to rotation, the prior, labels and
+    target, so it is computed in a canonical frame with its own fixed random stream and memoised:
+    every seed of a scenario gets the same noise level, in any process, in any order.
+    """
+    labels = np.asarray(labels)
+    prior = np.asarray(prior, dtype=np.float64)
+    n_lab = int(labels.max()) + 1
+    best_possible = float(np.bincount(labels, weights=prior, minlength=n_lab).max())
+    if not best_possible < target < 1.0:
+        raise DataError(f"target accuracy {target} must lie between {best_possible:.3f} (chance) and 1")
+    means = _canonical(means)
+    key = b"|".join([means.tobytes(), np.round(prior, 12).tobytes(), labels.astype(np.int64).tobytes(),
+                     repr((float(target), int(n), means.shape)).encode()])
+    hit = _CALIBRATION_MEMO.get(key)
+    if hit is not None:
+        return hit
+    g = np.random.default_rng(zlib.crc32(key))
+    cells = g.choice(len(prior), size=n, p=prior)
+    noise = g.standard_normal((n, means.shape[1]))
+    lo, hi = math.log(1e-3), math.log(1e2)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if _bayes_acc_isotropic(means, prior, labels, math.exp(mid), cells, noise) > target:
+            lo = mid
+        else:
+            hi = mid
+    sigma = math.exp(0.5 * (lo + hi))
+    _CALIBRATION_MEMO[key] = sigma
+    return sigma
+
+
+# ----------------------------------------------------------------------------------------------
+# Base structures (what the label is and how each modality sees it)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Structure:
+    cell_prior: np.ndarray
+    cell_label: np.ndarray
+    means: list[np.ndarray]
+    sigmas: list[float]
+    shared: float = 0.0
+    roles: dict[str, str] = field(default_factory=dict)
+
+
+def _check_modalities(p: dict, lo: int = 2) -> int:
+    m = int(p["n_modalities"])
+    if not lo <= m <= len(MODALITY_NAMES):
+        raise DataError(f"n_modalities must be in {lo}..{len(MODALITY_NAMES)}, got {m}")
+    return m
+
+
+def _balanced(p: dict, rng: np.random.Generator) -> _Structure:
+    c, m = int(p["n_classes"]), _check_modalities(p)
+    prior = np.full(c, 1.0 / c)
+    labels = np.arange(c)
+    means = [_simplex(c, rng) for _ in range(m)]
+    sig = [calibrate_sigma(mu, prior, labels, float(p["target"])) for mu in means]
+    return _Structure(prior, labels, means, sig, roles={MODALITY_NAMES[j]: "equal" for j in range(m)})
+
+
+def _difficulty(p: dict, rng: np.random.Generator) -> _Structure:
+    c = int(p["n_classes"])
+    if int(p["n_modalities"]) != 2:
+        raise DataError("difficulty is defined for n_modalities=2 (one easy, one hard modality)")
+    g = int(p.get("grid") or c * math.ceil(4 / c))
+    if g % c:
+        raise DataError(f"grid {g} must be a multiple of n_classes {c} to keep classes balanced")
+    ij = np.array(list(product(range(g), range(g))))
+    labels = (ij[:, 0] + ij[:, 1]) % c  # diagonal stripes: no linear rule separates them
+    k = len(ij)
+    prior = np.full(k, 1.0 / k)
+    simplex = _simplex(c, rng)
+    mean_a = simplex[labels]
+    theta = rng.uniform(0, 2 * math.pi)
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    mean_b = ((ij - (g - 1) / 2.0) / (g / 2.0)) @ rot.T
+    cls_prior = np.full(c, 1.0 / c)
+    sig_a = calibrate_sigma(simplex, cls_prior, np.arange(c), float(p["target_easy"]))
+    sig_b = calibrate_sigma(mean_b, prior, labels, float(p["target_hard"]))
+    return _Structure(prior, labels, [mean_a, mean_b], [sig_a, sig_b], roles={"a": "easy", "b": "hard"})
+
+
+def _redundancy(p: dict, rng: np.random.Generator) -> _Structure:
+    c, m = int(p["n_classes"]), _check_modalities(p)
+    rho = float(p["shared_fraction"])
+    if not 0.0 < rho < 1.0:
+        raise DataError(f"shared_fraction must be in (0, 1), got {rho}")
+    prior = np.full(c, 1.0 / c)
+    labels = np.arange(c)
+    simplex = _simplex(c, rng)
+    total = calibrate_sigma(simplex, prior, labels, float(p["target"]))
+    # both modalities are views of one noisy latent: each alone is nearly as good as all together
+    # a shared latent needs shared latent coordinates: the same means in every modality (each
+    # modality's own random rotation into feature space still makes the views look different)
+    means = [simplex.copy() for _ in range(m)]
+    return _Structure(prior, labels, means, [math.sqrt(1 - rho) * total] * m, shared=math.sqrt(rho) * total,
+                      roles={MODALITY_NAMES[j]: "redundant" for j in range(m)})
+
+
+def _uniqueness(p: dict, rng: np.random.Generator) -> _Structure:
+    c = int(p["n_classes"])
+    if int(p["n_modalities"]) != 2:
+        raise DataError("uniqueness is defined for n_modalities=2")
+    ca = next((f for f in range(2, c) if c % f == 0), None)
+    if ca is None:
+        raise DataError(f"uniqueness splits the label into one factor per modality: n_classes must be composite (e.g. 4, 6), got {c}")
+    cb = c // ca
+    labels = np.arange(c)
+    prior = np.full(c, 1.0 / c)
+    sa, sb = _simplex(ca, rng), _simplex(cb, rng)
+    t = float(p["target_factor"])
+    sig_a = calibrate_sigma(sa, np.full(ca, 1.0 / ca), np.arange(ca), t)
+    sig_b = calibrate_sigma(sb, np.full(cb, 1.0 / cb), np.arange(cb), t)
+    return _Structure(prior, labels, [sa[labels // cb], sb[labels % cb]], [sig_a, sig_b],
+                      roles={"a": f"unique factor of {ca}", "b": f"unique factor of {cb}"})
+
+
+def _synergy(p: dict, rng: np.random.Generator) -> _Structure:
+    c, m = int(p["n_classes"]), _check_modalities(p)
+    codes = np.array(list(product(range(c), repeat=m)))
+    labels = codes.sum(axis=1) % c  # parity / modular sum across modalities: each alone is at chance
+    prior = np.full(len(codes), 1.0 / len(codes))
+    simplex = [_simplex(c, rng) for _ in range(m)]
+    t = float(p["target_factor"])
+    sig = [calibrate_sigma(s, np.full(c, 1.0 / c), np.arange(c), t) for s in simplex]
+    return _Structure(prior, labels, [simplex[j][codes[:, j]] for j in range(m)], sig,
+                      roles={MODALITY_NAMES[j]: "synergistic" for j in range(m)})
+
+
+_BASES: dict[str, tuple[Callable[[dict, np.random.Generator], _Structure], dict[str, Any], str]] = {
+    "balanced": (_balanced, {"target": 0.80},
+                 "both modalities equally informative about the same label (redundant in what they carry)"),
+    "difficulty": (_difficulty, {"target_easy": 0.70, "target_hard": 0.95, "grid": None},
+                   "imbalance trap: 'a' is linear and easy (about 70 %), 'b' a nonlinear checkerboard worth about 95 %"),
+    "redundancy": (_redundancy, {"target": 0.85, "shared_fraction": 0.9},
+                   "both modalities are views of one shared noisy latent: each alone is almost as good as both"),
+    "uniqueness": (_uniqueness, {"target_factor": 0.95},
+                   "the label is a pair of factors, one carried only by 'a' and one only by 'b'"),
+    "synergy": (_synergy, {"target_factor": 0.95, "n_classes": 2},
+                "the label is the modular sum (XOR for 2 classes) of a code in each modality: each alone is at chance"),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenario
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    """A benchmark dataset with its ground truth and its fixed training recipe.
+
+    pool: the unlabelled training pool (``labels`` all UNLABELED, ``true_labels`` set: the oracle's answers).
+    val: labelled validation items (recipe selection only). test: labelled held-out items.
+    informativeness: Bayes-optimal accuracy from each modality alone (with its presence), ``"all"``
+    from every modality, ``"chance"`` from none. informativeness_present: each modality alone on
+    the items that have it (what a unimodal head can reach; the representation-gap reference).
+    """
+
+    name: str
+    params: dict[str, Any]
+    pool: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    informativeness: dict[str, float]
+    informativeness_present: dict[str, float]
+    chance: float
+    fusion: FusionConfig
+    train: TrainConfig
+    description: str
+    roles: dict[str, str] = field(default_factory=dict)
+    truth: dict[str, Any] = field(default_factory=dict)  # hidden per-item truth of the pool (never for strategies)
+    process: Process | None = None
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Modality names in dataset order."""
+        return self.pool.modality_names
+
+    def modality_informativeness(self) -> dict[str, float]:
+        """Only the per-modality entries (what ``backend.diagnostics.reliance_gap`` expects)."""
+        return {k: self.informativeness[k] for k in self.modality_names}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe description for run.json and the report."""
+        return {
+            "name": self.name, "description": self.description, "params": self.params,
+            "n_pool": len(self.pool), "n_val": len(self.val), "n_test": len(self.test),
+            "n_classes": self.pool.n_classes, "modalities": self.modality_names, "roles": self.roles,
+            "informativeness": self.informativeness, "informativeness_present": self.informativeness_present,
+            "chance": self.chance, "fusion": self.fusion.to_dict(), "train": self.train.to_dict(),
+            "presence_rate": {k: float(self.pool.masks[k].mean()) for k in self.modality_names},
+        }
+
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "n_items": 1500,  # pool size
+    "n_test": 1000,
+    "n_val": 500,
+    "dims": 16,  # features per modality (int, or one int per modality)
+    "n_classes": 4,
+    "n_modalities": 2,
+    "noise": 1.0,  # multiplies every modality's calibrated noise std (1 = the stated accuracies)
+    "missing": None,  # None, "mcar" or "mnar"
+    "missing_rate": 0.0,  # each modality in missing_modalities is absent at this rate
+    "missing_modalities": None,  # default: all modalities
+    "mnar_strength": 0.8,  # MNAR: rate * (1 +/- strength) depending on the class
+    "corrupt_rate": 0.0,  # share of items carrying a corrupted copy of each modality
+    "corrupt_modalities": None,  # default: all modalities
+    "corrupt_sigma": 5.0,  # corruption noise std (latent means are 1 apart)
+    "mc_samples": DEFAULT_MC_SAMPLES,
+}
+
+_MOD_MISSING = re.compile(r"^missing_(mcar|mnar)_(\d{1,2})$")
+_MOD_NOISY = re.compile(r"^noisy(?:_modality)?(?:_(\d{1,2}))?$")
+
+
+def parse_name(name: str) -> tuple[str, dict[str, Any]]:
+    """``'difficulty+missing_mnar_30'`` -> (``'difficulty'``, {missing: mnar, missing_rate: 0.3}).
+
+    Standalone modifiers use the ``balanced`` base: ``missing_mcar_30`` = ``balanced+missing_mcar_30``,
+    ``noisy_modality`` = ``balanced+noisy_30``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"scenario name must be a non-empty string, got {name!r}")
+    parts = [s.strip() for s in name.split("+")]
+    base = parts[0] if parts[0] in _BASES else "balanced"
+    mods = parts[1:] if parts[0] in _BASES else parts
+    over: dict[str, Any] = {}
+    for mod in mods:
+        mm, mn = _MOD_MISSING.match(mod), _MOD_NOISY.match(mod)
+        if mm:
+            over.update(missing=mm.group(1), missing_rate=int(mm.group(2)) / 100.0)
+        elif mn:
+            over.update(corrupt_rate=int(mn.group(1) or 30) / 100.0)
+        else:
+            raise DataError(f"unknown scenario part {mod!r} in {name!r}; bases: {', '.join(_BASES)}; "
+                            "modifiers: missing_mcar_<pct>, missing_mnar_<pct>, noisy[_<pct>]")
+    return base, over
+
+
+def list_scenarios() -> dict[str, str]:
+    """Named scenarios (combinations are built with '+', see :func:`parse_name`) -> description."""
+    out = {k: v[2] for k, v in _BASES.items()}
+    out["noisy_modality"] = "each modality is corrupted (heavy noise) on 30 % of the items, independently"
+    for kind, what in (("mcar", "completely at random"), ("mnar", "depending on the class (not at random)")):
+        for pct in (10, 30, 50):
+            out[f"missing_{kind}_{pct}"] = f"balanced, each modality absent for {pct} % of items, {what}"
+    out["difficulty+missing_mnar_30"] = "the imbalance trap with class-dependent missing modalities"
+    out["difficulty+noisy"] = "the imbalance trap with 30 % corrupted copies per modality"
+    out["synergy+missing_mcar_30"] = "XOR across modalities with 30 % of each modality missing"
+    return out
+
+
+def _seed_sequence(name: str, seed: int) -> np.random.SeedSequence:
+    """Streams derived from (scenario name, seed) only: stable across processes and machines."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    return np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8"))])
+
+
+def _presence(p: dict, names: list[str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    m = len(names)
+    kind, rate = p.get("missing"), float(p.get("missing_rate") or 0.0)
+    if kind is None or rate == 0.0:
+        return np.ones((1, m), dtype=bool), np.ones((n_classes, 1))
+    if kind not in ("mcar", "mnar"):
+        raise DataError(f"missing must be None, 'mcar' or 'mnar', got {kind!r}")
+    which = p.get("missing_modalities") or names
+    unknown = set(which) - set(names)
+    if unknown:
+        raise DataError(f"missing_modalities {sorted(unknown)} are not modalities of this scenario ({names})")
+    idx = [names.index(w) for w in which]
+    if not 0.0 < rate < 1.0:
+        raise DataError(f"missing_rate must be in (0, 1), got {rate}")
+    alpha = float(p.get("mnar_strength", 0.8)) if kind == "mnar" else 0.0
+    # patterns: all present, or exactly one of `which` absent (never an item with nothing)
+    pats = [np.ones(m, dtype=bool)]
+    for j in idx:
+        q = np.ones(m, dtype=bool)
+        q[j] = False
+        pats.append(q)
+    probs = np.zeros((n_classes, len(pats)))
+    for y in range(n_classes):
+        for t, j in enumerate(idx):
+            if len(idx) == 1:
+                sign = 1.0 if y % 2 == 0 else -1.0
+            elif len(idx) % 2 == 1 and t == len(idx) - 1:
+                sign = 0.0
+            else:
+                sign = 1.0 if (y + t) % 2 == 0 else -1.0
+            probs[y, 1 + t] = rate * (1.0 + alpha * sign)
+        probs[y, 0] = 1.0 - probs[y, 1:].sum()
+    if (probs < -1e-12).any() or (probs[:, 1:] > 1 + 1e-12).any():
+        raise DataError(f"missing_rate {rate} is too high for {len(idx)} modalities "
+                        f"(each item keeps at least one modality: rate * (1 + strength) * count must be <= 1)")
+    return np.array(pats), np.clip(probs, 0.0, 1.0)
+
+
+def default_recipe(base: str, n_classes: int) -> tuple[FusionConfig, TrainConfig]:
+    """The fixed per-scenario training recipe (identical for every strategy; see benchmark.protocol)."""
+    fusion = FusionConfig(kind="intermediate", hidden=64, embed_dim=32, dropout=0.1)
+    train = TrainConfig(epochs=60, lr=3e-3, weight_decay=1e-4, batch_size=64, patience=8, val_fraction=0.2,
+                        aux_weight=1.0, warm_start=False, device="cpu", amp=False)
+    return fusion, train
+
+
+def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = None, train: TrainConfig | None = None,
+                  **params: Any) -> Scenario:
+    """Build the named scenario (see :func:`list_scenarios`) for ``seed``.
+
+    ``params`` override :data:`DEFAULT_PARAMS` and the base's own knobs (e.g. ``target_easy``).
+    """
+    base, over = parse_name(name)
+    builder, base_defaults, description = _BASES[base]
+    unknown = set(params) - set(DEFAULT_PARAMS) - set(base_defaults)
+    if unknown:
+        raise DataError(f"unknown scenario parameters {sorted(unknown)}; known: "
+                        f"{sorted(set(DEFAULT_PARAMS) | set(base_defaults))}")
+    p: dict[str, Any] = {**DEFAULT_PARAMS, **base_defaults, **over, **params}
+    for key in ("n_items", "n_test", "n_val", "n_classes", "mc_samples"):
+        if not isinstance(p[key], (int, np.integer)) or p[key] < (2 if key == "n_classes" else 1):
+            raise DataError(f"{key} must be a positive integer (n_classes >= 2), got {p[key]!r}")
+    if float(p["noise"]) <= 0:
+        raise DataError(f"noise must be positive, got {p['noise']}")
+    m = int(p["n_modalities"])
+    names = list(MODALITY_NAMES[:m])
+    dims = p["dims"]
+    dims = [int(dims)] * m if isinstance(dims, (int, np.integer)) else [int(d) for d in dims]
+    if len(dims) != m:
+        raise DataError(f"dims has {len(dims)} entries for {m} modalities")
+    c = int(p["n_classes"])
+
+    ss = _seed_sequence(name, seed)
+    g_geo, g_pool, g_val, g_test, g_mc = (np.random.default_rng(s) for s in ss.spawn(5))
+    st = builder(p, g_geo)
+    noise = float(p["noise"])
+    mods = [ModalityProcess(names[j], dims[j], st.means[j], st.sigmas[j] * noise, _rotation(dims[j], g_geo))
+            for j in range(m)]
+    crate = float(p["corrupt_rate"] or 0.0)
+    if not 0.0 <= crate < 1.0:
+        raise DataError(f"corrupt_rate must be in [0, 1), got {crate}")
+    cmods = p.get("corrupt_modalities") or names
+    if set(cmods) - set(names):
+        raise DataError(f"corrupt_modalities {sorted(set(cmods) - set(names))} are not modalities ({names})")
+    patterns, pattern_probs = _presence(p, names, c)
+    proc = Process(c, st.cell_prior, st.cell_label, mods, shared=st.shared * noise,
+                   corrupt_rate=np.array([crate if k in cmods else 0.0 for k in names]),
+                   corrupt_sigma=float(p["corrupt_sigma"]), patterns=patterns, pattern_probs=pattern_probs)
+
+    class_names = [f"class{i}" for i in range(c)]
+
+    def build(n: int, rng: np.random.Generator, labelled: bool, prefix: str) -> tuple[MultimodalDataset, dict]:
+        s = proc.sample(n, rng)
+        labels = s["y"].copy() if labelled else np.full(n, UNLABELED, dtype=np.int64)
+        ds = MultimodalDataset(s["features"], labels, class_names, s["masks"],
+                               ids=np.array([f"{prefix}{i}" for i in range(n)], dtype=object),
+                               true_labels=s["y"], meta={"scenario": name, "seed": int(seed)})
+        return ds, s
+
+    pool, s_pool = build(int(p["n_items"]), g_pool, False, "p")
+    val, _ = build(int(p["n_val"]), g_val, True, "v")
+    test, _ = build(int(p["n_test"]), g_test, True, "t")
+
+    mc = proc.sample(int(p["mc_samples"]), g_mc)
+    info: dict[str, float] = {}
+    info_present: dict[str, float] = {}
+    for k in names:
+        pred = proc.bayes_predict(mc["features"], mc["masks"], use=[k])
+        hit = pred == mc["y"]
+        info[k] = float(hit.mean())
+        info_present[k] = float(hit[mc["masks"][k]].mean()) if mc["masks"][k].any() else float("nan")
+    info["all"] = float((proc.bayes_predict(mc["features"], mc["masks"]) == mc["y"]).mean())
+    class_prior = np.bincount(st.cell_label, weights=st.cell_prior, minlength=c)
+    chance = float(class_prior.max())
+    info["chance"] = chance
+
+    f_def, t_def = default_recipe(base, c)
+    params_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
+    params_out["base"] = base
+    params_out["seed"] = int(seed)
+    params_out["sigmas"] = [float(md.sigma) for md in mods]
+    params_out["shared_sigma"] = float(proc.shared)
+    params_out["mc_stderr"] = float(math.sqrt(0.25 / int(p["mc_samples"])))
+    desc = description
+    if over.get("missing"):
+        desc += f"; each of {p.get('missing_modalities') or names} absent for {int(round(100 * p['missing_rate']))} % " \
+                f"of items ({'completely at random' if p['missing'] == 'mcar' else 'depending on the class'})"
+    if crate > 0:
+        desc += f"; {int(round(100 * crate))} % of items carry a corrupted copy of each of {cmods}"
+    return Scenario(name=name, params=params_out, pool=pool, val=val, test=test, informativeness=info,
+                    informativeness_present=info_present, chance=chance, fusion=fusion or f_def, train=train or t_def,
+                    description=desc, roles=st.roles,
+                    truth={"cell": s_pool["cell"], "corrupted": s_pool["corrupted"]}, process=proc)

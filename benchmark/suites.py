@@ -1,0 +1,169 @@
+"""Benchmark configuration and the named suites (smoke, quick, paper).
+
+Why one plain, JSON-round-trippable config: the same object travels to RQ workers on other machines,
+is written to ``run.json`` for reproduction, and decides whether a folder can be resumed (a resume
+with a different config would silently mix two experiments).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from backend.data import DataError
+from benchmark.oracle import OracleConfig
+from benchmark.scenarios import list_scenarios
+
+REFERENCE_STRATEGY = "full_pool"  # the upper reference: the same recipe trained on the whole pool
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Everything that determines a benchmark's results (timings aside).
+
+    scenario_params: overrides of ``benchmark.scenarios.DEFAULT_PARAMS`` for every scenario.
+    budget: query spend in oracle cost units (None: limited by ``rounds`` only); the initial set is
+    not charged to it. rounds: most query rounds (None: until the budget or the pool runs out).
+    train_overrides / fusion_overrides: changes to every scenario's default recipe.
+    recipe_candidates: when non-empty, each scenario's recipe is chosen among these (each a dict with
+    optional "train" and "fusion" overrides) by validation accuracy, once per scenario, before any
+    strategy runs; ``tune_size`` labelled items are used (default: initial set + half the queries).
+    threads: torch CPU threads inside a cell (fixed so results do not depend on the machine).
+    """
+
+    suite: str = "custom"
+    scenarios: tuple[str, ...] = ("balanced", "difficulty")
+    strategies: tuple[str, ...] = ("random", "entropy", "bmmal")
+    seeds: tuple[int, ...] = (0, 1)
+    scenario_params: dict[str, Any] = field(default_factory=dict)
+    n_initial: int = 50
+    batch_size: int = 50
+    rounds: int | None = 4
+    budget: float | None = None
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    fusion_overrides: dict[str, Any] = field(default_factory=dict)
+    recipe_candidates: tuple[dict[str, Any], ...] = ()
+    tune_size: int | None = None
+    threads: int = 1
+    reference: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("scenarios", "strategies", "seeds", "recipe_candidates"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.oracle, Mapping):
+            object.__setattr__(self, "oracle", OracleConfig.from_dict(self.oracle))
+        if not self.scenarios:
+            raise DataError("scenarios must name at least one scenario")
+        if not self.strategies:
+            raise DataError("strategies must name at least one strategy")
+        if REFERENCE_STRATEGY in self.strategies:
+            raise DataError(f"'{REFERENCE_STRATEGY}' is the reference line, not a strategy; use reference=True")
+        if len(set(self.scenarios)) != len(self.scenarios) or len(set(self.strategies)) != len(self.strategies):
+            raise DataError("scenarios and strategies must not repeat")
+        if not self.seeds or any((not isinstance(s, int)) or s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise DataError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        if self.n_initial < 1:
+            raise DataError(f"n_initial must be >= 1, got {self.n_initial}")
+        if self.batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.rounds is not None and self.rounds < 0:
+            raise DataError(f"rounds must be >= 0 or None, got {self.rounds}")
+        if self.budget is not None and self.budget < 0:
+            raise DataError(f"budget must be >= 0 or None, got {self.budget}")
+        if self.rounds is None and self.budget is None:
+            raise DataError("give rounds, budget or both: otherwise the run labels the whole pool")
+        if self.threads < 1:
+            raise DataError(f"threads must be >= 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict: what run.json records and RQ jobs carry."""
+        d = asdict(self)
+        d["oracle"] = self.oracle.to_dict()
+        for k in ("scenarios", "strategies", "seeds", "recipe_candidates"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BenchmarkConfig":
+        """Inverse of :meth:`to_dict`; unknown fields are an error (a config from another version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise DataError(f"unknown benchmark config fields {sorted(unknown)}")
+        return cls(**{k: v for k, v in d.items()})
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the config (what resume compares)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def with_(self, **changes: Any) -> "BenchmarkConfig":
+        """A copy with some fields changed (CLI flags on top of a suite)."""
+        return replace(self, **changes)
+
+    def query_budget(self) -> float | None:
+        """The query spend cap actually used (budget, or None when only rounds limit the run)."""
+        return self.budget
+
+
+SUITES: dict[str, BenchmarkConfig] = {
+    # CI: tiny, two seeds so confidence intervals exist, one strategy of each family
+    "smoke": BenchmarkConfig(
+        suite="smoke",
+        scenarios=("balanced", "difficulty"),
+        strategies=("random", "margin", "bmmal"),
+        seeds=(0, 1),
+        scenario_params={"n_items": 300, "n_test": 300, "n_val": 200, "dims": 8, "mc_samples": 8000},
+        n_initial=30, batch_size=30, rounds=2,
+        train_overrides={"epochs": 25, "patience": 5},
+    ),
+    # the README's main job: every pitfall family once, the strategy families side by side
+    "quick": BenchmarkConfig(
+        suite="quick",
+        scenarios=("balanced", "difficulty", "synergy", "missing_mnar_30", "noisy_modality"),
+        strategies=("random", "entropy", "badge", "bmmal", "underrelied_uncertainty"),
+        seeds=(0, 1, 2),
+        scenario_params={"n_items": 1200, "n_test": 1000, "n_val": 500, "dims": 12, "mc_samples": 20000},
+        n_initial=80, batch_size=80, rounds=5,
+        train_overrides={"epochs": 50, "patience": 8},
+        recipe_candidates=({}, {"train": {"lr": 1e-3, "patience": 12}}),
+    ),
+    # every scenario x every strategy x 5 seeds, recipe chosen on validation data
+    "paper": BenchmarkConfig(
+        suite="paper",
+        scenarios=tuple(list_scenarios()),  # every named scenario, combinations included
+        strategies=("all",),  # every registered strategy, resolved by get_suite
+        seeds=(0, 1, 2, 3, 4),
+        scenario_params={"n_items": 3000, "n_test": 2000, "n_val": 1000, "dims": 16},
+        n_initial=100, batch_size=100, rounds=10,
+        recipe_candidates=({"train": {"lr": 3e-3, "patience": 15}}, {"train": {"lr": 1e-3, "patience": 15}},
+                           {"train": {"lr": 3e-3, "patience": 40, "epochs": 200}}),
+    ),
+}
+
+ALL_STRATEGIES = "all"  # CLI value for --strategies meaning every registered strategy
+
+
+def get_suite(name: str) -> BenchmarkConfig:
+    """The named suite's config (a fresh, immutable value)."""
+    if name not in SUITES:
+        raise DataError(f"unknown suite '{name}'; known: {', '.join(SUITES)}")
+    return resolve_strategies(SUITES[name])
+
+
+def resolve_strategies(config: BenchmarkConfig) -> BenchmarkConfig:
+    """Replace the strategy name ``all`` by every registered strategy; reject unknown names early."""
+    from backend.strategies.base import QueryError, list_strategies
+
+    known = list(list_strategies())
+    every = sorted(known, key=lambda n: (n != "random", n))  # the baseline first, then by name
+    names: list[str] = []
+    for s in config.strategies:
+        for n in (every if s == ALL_STRATEGIES else [s]):
+            if n not in known:
+                raise QueryError(f"unknown strategy '{n}'; known: {', '.join(known)}")
+            if n not in names:
+                names.append(n)
+    return config.with_(strategies=tuple(names))

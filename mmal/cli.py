@@ -1,0 +1,43 @@
+"""The ``mmal`` command: strategies, benchmark, server and workers.
+
+Each sub-command is a thin layer over the engine in ``backend``; heavy imports happen inside the
+command so ``mmal --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmark.cli import app as benchmark_app
+
+app = typer.Typer(help="mmal: modality-aware active learning for multimodal data.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+app.add_typer(benchmark_app, name="benchmark", help="Simulated-oracle benchmark: run suites and write reports.")
+
+
+@app.command()
+def strategies() -> None:
+    """List every registered query strategy with a one-line description."""
+    from backend.strategies.base import list_strategies
+
+    table = Table("strategy", "description", title="query strategies")
+    for name, description in list_strategies().items():
+        table.add_row(name, description)
+    Console().print(table)
+
+
+@app.command()
+def worker(
+    queue: str = typer.Option("redis://127.0.0.1:6379/0", "--queue", envvar="REDIS_URL", help="Redis URL of the job queue."),
+    burst: bool = typer.Option(False, help="Exit when the queues are empty."),
+) -> None:
+    """Run an RQ worker for benchmark cells and Label Studio training jobs."""
+    from benchmark.cli import run_worker
+
+    run_worker(queue, burst=burst)
+
+
+if __name__ == "__main__":
+    app()

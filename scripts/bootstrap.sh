@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create or update .venv with everything mmal needs. Idempotent and quick when nothing changed.
+#   scripts/bootstrap.sh          runtime dependencies
+#   scripts/bootstrap.sh --test   plus test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+py=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $py"
+  "$py" -m venv .venv
+fi
+stamp=".venv/.mmal-installed${extras}"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first and pinned: the CPU wheel lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
+.venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, backend, benchmark, ml_server, connectors, mmal" 
+echo "$want" > "$stamp"
+echo ".venv ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
