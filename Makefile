@@ -7,4 +7,5 @@ quick:  ## set up, then run the quick synthetic benchmark; it writes runs/quick/
 
 test:  ## set up (with test dependencies), then run the whole test suite
 	bash scripts/bootstrap.sh --test
+	bash scripts/labelstudio_env.sh
 	.venv/bin/python -m pytest

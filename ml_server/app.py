@@ -1,0 +1,327 @@
+"""The Label Studio ML backend: a FastAPI app (``mmal serve``, port 9090).
+
+Endpoints, exactly as Label Studio 1.23.2 calls them:
+
+- ``GET /health``    instant ``{"status": "UP", "model_class": ...}`` (no auth; Label Studio allows 1 s)
+- ``POST /setup``    validates the label config, remembers the project, answers the serving model version
+- ``POST /predict``  one item per task, in order: predicted class + score (LOW = label first)
+- ``POST /webhook``  annotation events and START_TRAINING enqueue a (coalesced) training job; never trains
+- ``GET /metrics``   ``{}`` (Label Studio's probe); Prometheus text is at ``GET /prometheus``
+- ``GET /status``    model versions, training state, queue depth, latest modality diagnostics per project
+- ``GET /versions``, ``POST /job_status``: what older Label Studio code paths still ask
+
+Basic auth protects everything but ``/health`` when ``BASIC_AUTH_USER`` and ``BASIC_AUTH_PASS`` are set.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
+
+from ml_server import jobs
+from ml_server.label_config import LabelConfigError, parse_label_config
+from ml_server.model_store import ModelStore
+from ml_server.predictor import UNTRAINED_VERSION, parse_project_id, predict_tasks
+from ml_server.schemas import (HealthResponse, JobStatusResponse, PredictRequest, PredictResponse, ProjectStatus,
+                               SetupRequest, SetupResponse, StatusResponse, VersionsResponse, WebhookRequest,
+                               WebhookResponse)
+from ml_server.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+MODEL_CLASS = "MMALFusionBackend"
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of their own (several apps may live in one test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mmal_requests_total", "Requests by endpoint and status code",
+                                ["endpoint", "code"], registry=self.registry)
+        self.predict_seconds = Histogram("mmal_predict_seconds", "Time to answer /predict", registry=self.registry,
+                                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100))
+        self.predictions = Counter("mmal_predictions_total", "Prediction items returned", ["kind"],
+                                   registry=self.registry)
+        self.webhooks = Counter("mmal_webhooks_total", "Webhooks by action and outcome", ["action", "outcome"],
+                                registry=self.registry)
+        self.queue_depth = Gauge("mmal_training_queue_depth", "Jobs waiting in the training queue",
+                                 registry=self.registry)
+        self.model_reloads = Counter("mmal_model_loads_total", "Model versions loaded into memory",
+                                     registry=self.registry)
+
+
+class BackendState:
+    """Everything the endpoints share: settings, model store, Redis, per-project setup, caches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.model_dir)
+        self.metrics = _Metrics()
+        self._redis = None
+        self._setups: dict[int, dict[str, Any]] = {}
+        self._connectors: dict[tuple[str, str], Any] = {}
+        self._strategies: dict[str, Any] = {}
+        self._cache = None
+        self._lock = threading.Lock()
+
+    @property
+    def redis(self):
+        if self._redis is None:
+            self._redis = jobs.connect(self.settings)
+        return self._redis
+
+    def feature_cache(self):
+        if self._cache is None:
+            from backend.encoders import FeatureCache
+
+            self._cache = FeatureCache(self.settings.cache_dir)
+        return self._cache
+
+    def remember_setup(self, project_id: int, data: dict[str, Any]) -> None:
+        self._setups[project_id] = data
+        try:
+            jobs.save_project_setup(self.redis, project_id, data)
+        except Exception as exc:  # /setup must answer even when Redis is down
+            log.warning("could not store setup of project %s in Redis: %s", project_id, exc)
+
+    def setup_of(self, project_id: int | None) -> dict[str, Any]:
+        if project_id is None:
+            return {}
+        if project_id not in self._setups:
+            try:
+                self._setups[project_id] = jobs.load_project_setup(self.redis, project_id)
+            except Exception:
+                return {}
+        return self._setups[project_id]
+
+    def connector(self, project_id: int | None):
+        """A Label Studio connector for fetching task data of ``project_id`` (None when unreachable)."""
+        from connectors.labelstudio import LabelStudioConnector
+        from ml_server.training import label_studio_access
+
+        try:
+            url, token = label_studio_access(self.settings, self.setup_of(project_id))
+        except Exception:
+            return None, self.settings.label_studio_url
+        with self._lock:
+            conn = self._connectors.get((url, token))
+            if conn is None:
+                conn = self._connectors[(url, token)] = LabelStudioConnector(url, token)
+        return conn, url
+
+    def fetcher_factory(self, project_id: int | None) -> Callable[[], Any]:
+        from ml_server.training import make_fetcher
+
+        def make():
+            conn, url = self.connector(project_id)
+            return make_fetcher(self.settings, url, conn)
+
+        return make
+
+    def strategy_for(self, meta: dict[str, Any]):
+        from backend.strategies.base import get_strategy
+
+        name = meta.get("strategy") or self.settings.strategy
+        params = meta.get("strategy_params") or {}
+        cache_key = f"{name}:{sorted(params.items())!r}"
+        if cache_key not in self._strategies:
+            self._strategies[cache_key] = get_strategy(name, **params)
+        return self._strategies[cache_key]
+
+
+def _auth_dependency(settings: Settings):
+    basic = HTTPBasic(auto_error=False)
+
+    def check(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        if not settings.auth_enabled:
+            return
+        ok = credentials is not None and secrets.compare_digest(
+            credentials.username.encode(), str(settings.basic_auth_user).encode()) and secrets.compare_digest(
+            credentials.password.encode(), str(settings.basic_auth_pass).encode())
+        if not ok:
+            raise HTTPException(status_code=401, detail="authentication required",
+                                headers={"WWW-Authenticate": 'Basic realm="mmal"'})
+
+    return check
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ML backend app; ``settings`` default to the environment (see :mod:`ml_server.settings`)."""
+    settings = settings or get_settings()
+    state = BackendState(settings)
+    app = FastAPI(title="mmal Label Studio ML backend", version="1")
+    app.state.backend = state
+    auth = [Depends(_auth_dependency(settings))]
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        return HealthResponse(model_class=MODEL_CLASS)
+
+    @app.post("/setup", response_model=SetupResponse, dependencies=auth)
+    def setup(body: SetupRequest) -> SetupResponse:
+        pid = parse_project_id(body.project)
+        if pid is None:
+            raise HTTPException(status_code=422, detail=f"project {body.project!r} is not '<id>.<timestamp>'")
+        if body.label_schema:
+            try:
+                parse_label_config(body.label_schema)
+            except LabelConfigError as exc:
+                raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
+        try:
+            project = jobs.project_settings(settings, {"extra_params": body.extra_params})
+            if project.strategy != settings.strategy or project.strategy_params != settings.strategy_params:
+                from backend.strategies.base import get_strategy
+
+                get_strategy(project.strategy, **project.strategy_params)  # unknown name or bad parameters
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise HTTPException(status_code=400, detail=f"invalid extra params: {exc}") from None
+        state.remember_setup(pid, {"label_config": body.label_schema, "extra_params": body.extra_params,
+                                   "hostname": body.hostname, "access_token": body.access_token,
+                                   "setup_at": time.time()})
+        return SetupResponse(model_version=state.store.current_version(pid) or UNTRAINED_VERSION)
+
+    @app.post("/predict", response_model=PredictResponse, dependencies=auth)
+    def predict(body: PredictRequest) -> PredictResponse:
+        t0 = time.perf_counter()
+        pid = parse_project_id(body.project, body.tasks)
+        loaded = None
+        if pid is not None:
+            before = state.store._cache.get(pid)
+            try:
+                loaded = state.store.get_current(pid, device="cpu")
+            except Exception as exc:  # an unreadable version: answer cold-start rather than fail
+                log.exception("project %s: cannot load the current model: %s", pid, exc)
+            if loaded is not None and (before is None or before.version != loaded.version):
+                state.metrics.model_reloads.inc()
+        items = predict_tasks(pid, body.tasks, body.label_config, loaded, state.fetcher_factory(pid),
+                              state.feature_cache(), state.strategy_for)
+        if len(items) != len(body.tasks):  # Label Studio drops everything on a count mismatch
+            raise HTTPException(status_code=500, detail="internal error: prediction count mismatch")
+        state.metrics.predictions.labels("model" if loaded else "cold_start").inc(len(items))
+        state.metrics.predict_seconds.observe(time.perf_counter() - t0)
+        return PredictResponse.model_validate({"results": items})
+
+    @app.post("/webhook", response_model=WebhookResponse, dependencies=auth)
+    def webhook(body: WebhookRequest) -> WebhookResponse | JSONResponse:
+        action = body.action
+        project = body.project
+        pid = None
+        if isinstance(project, dict):
+            pid = project.get("id")
+        elif isinstance(project, int):
+            pid = project
+        if action not in jobs.TRAINING_ACTIONS or not isinstance(pid, int):
+            state.metrics.webhooks.labels(action, "ignored").inc()
+            return WebhookResponse(status="ignored", action=action, project=pid if isinstance(pid, int) else None)
+        try:
+            outcome = jobs.request_training(state.redis, settings, pid, reason=action)
+        except Exception as exc:
+            state.metrics.webhooks.labels(action, "error").inc()
+            log.error("webhook %s for project %s: cannot enqueue training: %s", action, pid, exc)
+            return JSONResponse(status_code=503, content={"detail": f"training queue unavailable: {exc}"})
+        state.metrics.webhooks.labels(action, outcome["status"]).inc()
+        return WebhookResponse(status=outcome["status"], action=action, project=pid, job_id=outcome["job_id"])
+
+    @app.get("/metrics", dependencies=auth)
+    def metrics() -> dict:
+        return {}
+
+    @app.get("/prometheus", dependencies=auth)
+    def prometheus() -> Response:
+        try:
+            state.metrics.queue_depth.set(jobs.queue_depth(state.redis, settings))
+        except Exception:
+            pass
+        return PlainTextResponse(generate_latest(state.metrics.registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/status", response_model=StatusResponse, dependencies=auth)
+    def status() -> StatusResponse:
+        queue: dict[str, Any] = {"name": settings.queue}
+        projects = set(state.store.projects())
+        redis_ok = True
+        try:
+            queue["depth"] = jobs.queue_depth(state.redis, settings)
+            projects |= set(jobs.known_projects(state.redis))
+        except Exception as exc:
+            redis_ok = False
+            queue["depth"] = None
+            queue["error"] = f"redis unavailable: {exc}"
+        out = []
+        for pid in sorted(projects):
+            version = state.store.current_version(pid)
+            record: dict[str, Any] = {}
+            training: dict[str, Any] = {"state": "unknown" if not redis_ok else "idle"}
+            if redis_ok:
+                record = jobs.get_status(state.redis, pid)
+                training = {"state": record.get("state", "idle"), **jobs.training_state(state.redis, pid),
+                            "trainings": jobs.training_count(state.redis, pid), "job_id": record.get("job_id"),
+                            "updated_at": record.get("updated_at"), "last_error": record.get("last_error"),
+                            "n_labeled": record.get("n_labeled"), "min_annotations": record.get("min_annotations")}
+            diagnostics = record.get("diagnostics")
+            if diagnostics is None and version is not None:
+                try:
+                    diagnostics = state.store.read_meta(pid, version).get("diagnostics")
+                except Exception:
+                    diagnostics = None
+            out.append(ProjectStatus(project=pid, model_version=version, training=training,
+                                     last_training=record.get("last_training"), diagnostics=diagnostics))
+        return StatusResponse(model_class=MODEL_CLASS, queue=queue, projects=out)
+
+    @app.get("/versions", response_model=VersionsResponse, dependencies=auth)
+    def versions(project: str | None = None) -> VersionsResponse:
+        pids = [parse_project_id(project)] if project else state.store.projects()
+        found: list[str] = []
+        for pid in pids:
+            if pid is not None:
+                found.extend(state.store.list_versions(pid))
+        return VersionsResponse(versions=found)
+
+    @app.post("/job_status", response_model=JobStatusResponse, dependencies=auth)
+    async def job_status(request: Request) -> JobStatusResponse:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            body = await request.json()
+        except Exception:
+            body = {}
+        job_id = body.get("job") if isinstance(body, dict) else None
+        if not job_id:
+            return JobStatusResponse(job_status="removed")
+        try:
+            job = Job.fetch(str(job_id), connection=state.redis)
+            status_value = job.get_status(refresh=True)
+        except NoSuchJobError:
+            return JobStatusResponse(job_status="removed")
+        return JobStatusResponse(job_status=str(getattr(status_value, "value", status_value)))
+
+    return app
+
+
+def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: str = "info") -> None:
+    """Run the backend with uvicorn (``mmal serve``). ``workers`` > 1 runs several processes."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        uvicorn.run("ml_server.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level)
+    else:
+        uvicorn.run(create_app(), host=host, port=port, log_level=log_level)

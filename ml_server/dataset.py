@@ -1,0 +1,232 @@
+"""Label Studio tasks -> a featurized :class:`MultimodalDataset` (one modality per object tag).
+
+Used by the training job (every task of a project, labels from annotations) and by ``/predict`` (a batch
+of tasks, no labels), with the same featurizers, so a task is encoded identically in both. A modality
+that is absent from a task's data, empty, unfetchable or undecodable is marked missing for that task
+(the fusion model handles missing modalities); the task is still predicted from what it has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.encoders import FeatureCache, Featurizer, featurize, get_featurizer
+from ml_server.fetch import Fetcher, FetchError
+from ml_server.label_config import LabelConfig, LabelConfigError
+
+log = logging.getLogger(__name__)
+
+URL_VALUED_TAGS = {"Image", "Audio", "AudioPlus", "Video", "Pdf", "Bitmask"}
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """How one object tag becomes one modality: the tag, the featurizer name and its parameters."""
+
+    name: str
+    tag_type: str
+    data_key: str
+    featurizer: str
+    params: dict[str, Any] = field(default_factory=dict)
+    value_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tag_type": self.tag_type, "data_key": self.data_key,
+                "featurizer": self.featurizer, "params": dict(self.params), "value_type": self.value_type}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModalitySpec":
+        return cls(d["name"], d["tag_type"], d["data_key"], d["featurizer"], dict(d.get("params") or {}),
+                   d.get("value_type"))
+
+    def build(self) -> Featurizer:
+        return get_featurizer(self.featurizer, **self.params)
+
+    @property
+    def url_valued(self) -> bool:
+        return self.tag_type in URL_VALUED_TAGS or (self.value_type or "").lower() == "url"
+
+
+def modality_specs(config: LabelConfig, featurizers: Mapping[str, str],
+                   featurizer_params: Mapping[str, Mapping[str, Any]]) -> list[ModalitySpec]:
+    """One spec per object tag that has a featurizer for its type (``MMAL_FEATURIZERS``).
+
+    Raises LabelConfigError when fewer than two modalities remain: the fusion model is multimodal.
+    """
+    specs = []
+    skipped = []
+    for obj in config.objects:
+        fz = featurizers.get(obj.type)
+        if fz is None:
+            skipped.append(f"{obj.name} ({obj.type})")
+            continue
+        specs.append(ModalitySpec(obj.name, obj.type, obj.data_key, fz, dict(featurizer_params.get(fz, {})),
+                                  obj.value_type))
+    if len(specs) < 2:
+        raise LabelConfigError(
+            f"this backend needs at least 2 object tags it can featurize; usable: {[s.name for s in specs]}"
+            + (f", without a featurizer (set MMAL_FEATURIZERS): {skipped}" if skipped else ""))
+    return specs
+
+
+def _as_text(value: Any) -> str | None:
+    """Text of a task value: strings as they are; Paragraphs/Chat lists joined; dicts as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for item in value:
+            if isinstance(item, dict):
+                parts.append(str(item.get("text", item.get("content", json.dumps(item, sort_keys=True)))))
+            else:
+                parts.append(str(item))
+        return "\n".join(parts)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def raw_value(spec: ModalitySpec, kind: str, task: Mapping[str, Any], fetcher: Fetcher | None,
+              errors: Counter) -> Any:
+    """The raw input of one modality of one task (bytes for URL-valued tags, str for text), or None."""
+    data = task.get("data") or {}
+    value = data.get(spec.data_key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if spec.url_valued:
+        if not isinstance(value, str):
+            errors[f"{spec.name}: not a URL"] += 1
+            return None
+        if fetcher is None:
+            errors[f"{spec.name}: no fetcher"] += 1
+            return None
+        try:
+            data_bytes = fetcher.fetch(value)
+        except (FetchError, DataError) as exc:
+            log.warning("task %s, %s: %s", task.get("id"), spec.name, exc)
+            errors[f"{spec.name}: {type(exc).__name__}"] += 1
+            return None
+        if kind == "text":
+            return data_bytes.decode("utf-8", errors="replace")
+        return data_bytes
+    if kind == "text" or isinstance(value, (list, dict)):
+        return _as_text(value)
+    return value
+
+
+def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
+    """The class a task's annotations give it, or None when it has no usable annotation.
+
+    Cancelled (skipped) annotations are ignored; a ground-truth annotation wins, otherwise the most
+    recently updated one; with ``choice="multiple"`` the first chosen class is used.
+    """
+    candidates = []
+    for ann in task.get("annotations") or []:
+        if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
+            continue
+        choice = annotation_choice(ann.get("result") or [], config)
+        if choice is not None:
+            candidates.append((bool(ann.get("ground_truth")), str(ann.get("updated_at") or ""),
+                               int(ann.get("id") or 0), choice))
+    if not candidates:
+        return None
+    return max(candidates)[3]
+
+
+def annotation_choice(result: Iterable[Any], config: LabelConfig) -> str | None:
+    """The first chosen class of the Choices control in an annotation result (None if none/unknown)."""
+    for region in result:
+        if not isinstance(region, Mapping) or region.get("from_name") != config.control.name:
+            continue
+        choices = (region.get("value") or {}).get("choices") or []
+        for c in choices:
+            if c in config.control.choices:
+                return c
+    return None
+
+
+@dataclass
+class TaskDataset:
+    """A featurized dataset of tasks plus the bookkeeping around it."""
+
+    dataset: MultimodalDataset
+    task_ids: np.ndarray  # (N,) int64, row order of the dataset
+    specs: list[ModalitySpec]
+    fetch_errors: dict[str, int]
+    unknown_labels: int = 0
+
+    @property
+    def labeled(self) -> np.ndarray:
+        return np.flatnonzero(self.dataset.labels != UNLABELED)
+
+
+def build_task_dataset(tasks: list[Mapping[str, Any]], config: LabelConfig, specs: list[ModalitySpec],
+                       fetcher: Fetcher | None, cache: FeatureCache | None, *, with_labels: bool = True,
+                       batch_size: int = 256) -> TaskDataset:
+    """Fetch, decode and featurize ``tasks`` (see module docstring). Labels come from annotations when
+    ``with_labels``; everything else is UNLABELED."""
+    if not tasks:
+        raise DataError("no tasks to build a dataset from")
+    featurizers = {s.name: s.build() for s in specs}
+    errors: Counter = Counter()
+    raw: dict[str, list[Any]] = {s.name: [] for s in specs}
+    ids, labels = [], []
+    index = {c: i for i, c in enumerate(config.class_names)}
+    unknown = 0
+    for pos, task in enumerate(tasks):
+        tid = task.get("id")
+        if not isinstance(tid, int):
+            raise DataError(f"task at position {pos} has no integer id")
+        ids.append(tid)
+        for s in specs:
+            raw[s.name].append(raw_value(s, featurizers[s.name].kind, task, fetcher, errors))
+        label = UNLABELED
+        if with_labels:
+            choice = task_label(task, config)
+            if choice is not None:
+                label = index[choice]
+            elif task.get("annotations"):
+                unknown += 1
+        labels.append(label)
+    task_ids = np.asarray(ids, dtype=np.int64)
+    dataset = _featurize_robust(raw, featurizers, np.asarray(labels, dtype=np.int64), config.class_names,
+                                task_ids, cache, batch_size, errors)
+    return TaskDataset(dataset, task_ids, list(specs), dict(errors), unknown)
+
+
+def _featurize_robust(raw: dict[str, list[Any]], featurizers: dict[str, Featurizer], labels: np.ndarray,
+                      class_names: list[str], task_ids: np.ndarray, cache: FeatureCache | None,
+                      batch_size: int, errors: Counter) -> MultimodalDataset:
+    """Featurize; if an item cannot be decoded, mark just that item's modality missing and retry."""
+    def make() -> MultimodalDataset:
+        masks = {k: np.array([v is not None for v in vals], dtype=bool) for k, vals in raw.items()}
+        ds = MultimodalDataset({k: list(v) for k, v in raw.items()}, labels.copy(), list(class_names), masks,
+                               ids=np.array([str(t) for t in task_ids], dtype=object))
+        return featurize(ds, featurizers, cache=cache, batch_size=batch_size)
+
+    try:
+        return make()
+    except DataError:
+        pass
+    # slow path, only when something is undecodable: find the bad items one by one
+    for name, values in raw.items():
+        fz = featurizers[name]
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            try:
+                fz.featurize([v])
+            except DataError as exc:
+                log.warning("task %s, %s: cannot featurize (%s); treated as missing", task_ids[i], name, exc)
+                errors[f"{name}: undecodable"] += 1
+                values[i] = None
+    return make()

@@ -1,0 +1,270 @@
+"""Training jobs on RQ, coalesced per project, and the project state the server reports.
+
+Why the coalescing: Label Studio sends one webhook per annotation and gives the backend 1 s to answer,
+so training is never done inline; and a burst of 50 annotations must not pile up 50 trainings. Per
+project, Redis holds (all transitions are atomic Lua scripts):
+
+- ``pending``: the id of the one job waiting in the queue. A training request while one is pending is
+  coalesced into it (the job pulls *all* annotations when it starts, so it covers the new label too).
+- ``running``: a lock held by the job that is training (with a TTL, so a killed worker cannot block
+  the project forever). The job clears ``pending`` when it starts, so a label that arrives *during*
+  training enqueues exactly one follow-up job.
+- ``dirty``: set by a job that starts while another one holds the lock (several workers); it then exits
+  at once, and the running job enqueues one follow-up when it finishes.
+
+So a burst leads to one or two trainings, never more, with any number of workers. A job that fails
+leaves the previous model version serving (see :mod:`ml_server.model_store`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+import uuid
+from typing import Any
+
+import numpy as np
+import redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from ml_server.settings import ProjectOverrides, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "mmal:ls"
+TRAIN_FUNC = "ml_server.jobs.train_project"
+TRAINING_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
+                              "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "START_TRAINING"})
+
+_REQUEST = """
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return false
+"""
+_DROP_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+"""
+_ACQUIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then
+  redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[2]))
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('DEL', KEYS[3])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DEL', KEYS[2]) return 1 end
+return 0
+"""
+
+
+def key(kind: str, project_id: int) -> str:
+    """Redis key of one piece of per-project state (``pending``, ``running``, ``dirty``, ``status``, ...)."""
+    return f"{PREFIX}:{kind}:{int(project_id)}"
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A Redis client for ``REDIS_URL`` with short timeouts (the server must answer webhooks within 1 s)."""
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def training_queue(conn: redis.Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue, connection=conn, default_timeout=settings.job_timeout)
+
+
+# --- project metadata written by the server ---------------------------------------------------------------
+def save_project_setup(conn: redis.Redis, project_id: int, data: dict[str, Any]) -> None:
+    """What /setup learned about a project (label config, extra params, Label Studio's hostname and token)."""
+    conn.set(key("project", project_id), json.dumps(data))
+
+
+def load_project_setup(conn: redis.Redis, project_id: int) -> dict[str, Any]:
+    raw = conn.get(key("project", project_id))
+    return json.loads(raw) if raw else {}
+
+
+def project_settings(settings: Settings, setup: dict[str, Any]) -> Settings:
+    """Settings with the project's extra params applied (invalid ones raise a clear error)."""
+    extra = setup.get("extra_params")
+    if isinstance(extra, str) and extra.strip():
+        extra = json.loads(extra)
+    if not extra:
+        return settings
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra params must be a JSON object, got {type(extra).__name__}")
+    return ProjectOverrides(**extra).apply(settings)
+
+
+# --- status -------------------------------------------------------------------------------------------------
+def set_status(conn: redis.Redis, project_id: int, **fields: Any) -> None:
+    """Set ``fields`` of the project's status record (what GET /status shows).
+
+    A Redis hash with one JSON value per field: the server and the workers update different fields at
+    the same time without overwriting each other's (no read-modify-write).
+    """
+    fields["updated_at"] = time.time()
+    conn.hset(key("status", project_id),
+              mapping={k: json.dumps(v, default=_json_default) for k, v in fields.items()})
+
+
+def get_status(conn: redis.Redis, project_id: int) -> dict[str, Any]:
+    raw = conn.hgetall(key("status", project_id))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def known_projects(conn: redis.Redis) -> list[int]:
+    """Projects with a status or setup record in Redis."""
+    ids: set[int] = set()
+    for kind in ("status", "project"):
+        for k in conn.scan_iter(match=f"{PREFIX}:{kind}:*", count=500):
+            tail = k.decode().rsplit(":", 1)[-1]
+            if tail.isdigit():
+                ids.add(int(tail))
+    return sorted(ids)
+
+
+def training_count(conn: redis.Redis, project_id: int) -> int:
+    """How many trainings of the project have completed (each one produced a model version)."""
+    return int(conn.get(key("trainings", project_id)) or 0)
+
+
+def training_state(conn: redis.Redis, project_id: int) -> dict[str, Any]:
+    """pending job id, running job id, dirty flag: the coalescing state of the project."""
+    pending, running, dirty = conn.mget(key("pending", project_id), key("running", project_id),
+                                        key("dirty", project_id))
+    return {"pending": pending.decode() if pending else None, "running": running.decode() if running else None,
+            "dirty": bool(dirty)}
+
+
+# --- enqueueing -----------------------------------------------------------------------------------------------
+def _job_is_live(conn: redis.Redis, job_id: str) -> bool:
+    try:
+        job = Job.fetch(job_id, connection=conn)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=True)
+    return status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED, None)
+
+
+def request_training(conn: redis.Redis, settings: Settings, project_id: int, reason: str = "") -> dict[str, Any]:
+    """Enqueue a training of ``project_id`` unless one is already pending; never trains inline.
+
+    Returns ``{"status": "queued" | "coalesced", "job_id": ...}``.
+    """
+    pid = int(project_id)
+    pending_key = key("pending", pid)
+    request = conn.register_script(_REQUEST)
+    for _attempt in range(2):
+        job_id = f"mmal-train-{pid}-{uuid.uuid4().hex[:12]}"
+        current = request(keys=[pending_key], args=[job_id, settings.job_timeout * 4])
+        if current is None:
+            break
+        current = current.decode() if isinstance(current, bytes) else str(current)
+        if _job_is_live(conn, current):
+            return {"status": "coalesced", "job_id": current}
+        # the pending job vanished (a crash between flag and enqueue, or an expired job): replace it
+        conn.register_script(_DROP_IF)(keys=[pending_key], args=[current])
+    else:
+        return {"status": "coalesced", "job_id": current}
+    try:
+        retry = Retry(max=settings.job_retries, interval=settings.job_retry_interval) if settings.job_retries else None
+        training_queue(conn, settings).enqueue_call(
+            TRAIN_FUNC, args=(pid,), kwargs={"reason": reason}, job_id=job_id, timeout=settings.job_timeout,
+            result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, retry=retry,
+            description=f"train Label Studio project {pid} ({reason or 'request'})")
+    except BaseException:
+        conn.register_script(_DROP_IF)(keys=[pending_key], args=[job_id])
+        raise
+    set_status(conn, pid, queued_at=time.time(), queued_job=job_id)
+    return {"status": "queued", "job_id": job_id}
+
+
+def queue_depth(conn: redis.Redis, settings: Settings) -> int:
+    return int(training_queue(conn, settings).count)
+
+
+# --- the job --------------------------------------------------------------------------------------------------
+def _current_connection(settings: Settings) -> tuple[redis.Redis, str]:
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is not None:
+        return job.connection, job.id
+    return connect(settings), f"inline-{uuid.uuid4().hex[:12]}"
+
+
+def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
+    """RQ job: pull every annotation from Label Studio, train, rank the pool, push predictions, switch version.
+
+    Steps: take the project's training lock (or mark it dirty and exit when another job holds it);
+    pull all tasks with annotations through label-studio-sdk; stop if fewer than the minimum are
+    labelled; featurize (feature cache); train the fusion model (GPU when present); save it atomically
+    as a new version; score the unlabelled pool with the project's strategy; write one prediction per
+    task in bulk; make the version current here and in Label Studio (``project.model_version``).
+    """
+    base = get_settings()
+    conn, job_id = _current_connection(base)
+    pid = int(project_id)
+    acquire = conn.register_script(_ACQUIRE)
+    got = acquire(keys=[key("pending", pid), key("running", pid), key("dirty", pid)],
+                  args=[job_id, base.job_timeout + 60])
+    if not got:
+        log.info("project %s: another job is training; marked dirty for one follow-up", pid)
+        return {"status": "deferred", "project": pid, "job_id": job_id}
+    follow_up = False
+    try:
+        result = _train_locked(conn, base, pid, job_id, reason)
+        return result
+    finally:
+        release = conn.register_script(_RELEASE)
+        follow_up = bool(release(keys=[key("running", pid), key("dirty", pid)], args=[job_id]))
+        if follow_up:
+            try:
+                request_training(conn, base, pid, reason="follow-up")
+            except Exception:  # the next webhook will enqueue it anyway
+                log.exception("project %s: could not enqueue the follow-up training", pid)
+
+
+def _train_locked(conn: redis.Redis, base: Settings, pid: int, job_id: str, reason: str) -> dict[str, Any]:
+    from ml_server.training import run_training
+
+    t0 = time.time()
+    set_status(conn, pid, state="training", job_id=job_id, started_at=t0, reason=reason, last_error=None)
+    try:
+        setup = load_project_setup(conn, pid)
+        settings = project_settings(base, setup)
+        summary = run_training(pid, settings, setup)
+    except Exception as exc:
+        set_status(conn, pid, state="failed", last_error=f"{type(exc).__name__}: {exc}",
+                   last_traceback=traceback.format_exc()[-4000:], failed_at=time.time(), job_id=job_id)
+        raise
+    if summary.get("status") == "waiting":
+        set_status(conn, pid, state="waiting_for_annotations", n_labeled=summary["n_labeled"],
+                   min_annotations=summary["min_annotations"], job_id=job_id)
+        return summary
+    conn.incr(key("trainings", pid))
+    conn.lpush(key("history", pid), json.dumps(summary, default=_json_default))
+    conn.ltrim(key("history", pid), 0, 19)
+    set_status(conn, pid, state="idle", model_version=summary["model_version"], last_training=summary,
+               diagnostics=summary.get("diagnostics"), finished_at=time.time(), job_id=job_id)
+    return summary
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,142 @@
+"""``/predict``: one prediction per task, in order, from the serving model version.
+
+- A task the last training ranked (and that is still unlabelled) gets exactly the label and score the
+  worker wrote to Label Studio, so ``/predict`` and the bulk predictions never disagree.
+- A task the training never saw (imported later) is featurized like the training data, predicted, and
+  scored by placing its strategy priority among that training's pool (see :mod:`ml_server.scoring`).
+- A labelled task gets score 1.0 (nothing left to learn from labelling it).
+- Before the first training there is no model: every task gets an empty result and a *cold-start*
+  score, a seeded hash of project and task id in [0, 1), i.e. a random order, which is the usual
+  initial labelled set of active learning. Its model version is ``mmal-untrained``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+from backend.data import UNLABELED
+from ml_server.dataset import ModalitySpec, build_task_dataset, task_label
+from ml_server.fetch import Fetcher
+from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config
+from ml_server.model_store import LoadedVersion
+from ml_server.scoring import LABELED_SCORE, batch_priority, calibrated_score
+
+log = logging.getLogger(__name__)
+
+UNTRAINED_VERSION = "mmal-untrained"
+
+
+def parse_project_id(project: Any, tasks: list[Mapping[str, Any]] | None = None) -> int | None:
+    """Label Studio's project uid ``"<id>.<created ts>"`` (or a bare id) -> the integer id."""
+    if isinstance(project, bool):
+        return None
+    if isinstance(project, int):
+        return project
+    if isinstance(project, str) and project.strip():
+        head = project.strip().split(".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    for t in tasks or []:
+        pid = t.get("project") if isinstance(t, Mapping) else None
+        if isinstance(pid, int):
+            return pid
+    return None
+
+
+def cold_start_score(project_id: int | None, task_id: Any) -> float:
+    """A deterministic pseudo-random score in [0, 1) per (project, task): a random initial order."""
+    digest = hashlib.blake2b(f"{project_id}:{task_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def is_labeled(task: Mapping[str, Any], config: LabelConfig | None) -> bool:
+    """True when the task has a usable (non-cancelled) annotation."""
+    if config is not None and task.get("annotations"):
+        return task_label(task, config) is not None
+    total = int(task.get("total_annotations") or 0) - int(task.get("cancelled_annotations") or 0)
+    return bool(task.get("is_labeled")) or total > 0
+
+
+def _region(config: LabelConfig, label: str) -> dict[str, Any]:
+    to_name = config.control.to_name or config.objects[0].name
+    return {"from_name": config.control.name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}
+
+
+def cold_start(project_id: int | None, tasks: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"result": [], "score": cold_start_score(project_id, t.get("id")), "model_version": UNTRAINED_VERSION}
+            for t in tasks]
+
+
+def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_config: str | None,
+                  loaded: LoadedVersion | None, fetcher_factory: Any, cache: Any,
+                  strategy_factory: Any) -> list[dict[str, Any]]:
+    """Exactly one item per task, in order (see the module docstring)."""
+    if not tasks:
+        return []
+    if loaded is None:
+        return cold_start(project_id, tasks)
+    meta = loaded.meta
+    try:
+        config = parse_label_config(label_config or meta["label_config"], meta.get("control"))
+    except LabelConfigError:
+        config = parse_label_config(meta["label_config"], meta.get("control"))
+    valid = set(config.class_names)
+    version = loaded.version
+    out: list[dict[str, Any] | None] = [None] * len(tasks)
+    todo: list[int] = []
+    for i, task in enumerate(tasks):
+        tid = task.get("id")
+        labeled = is_labeled(task, config)
+        ranked = loaded.ranking.get(tid) if isinstance(tid, int) else None
+        if ranked is not None:
+            label, score = ranked
+            out[i] = {"result": [_region(config, label)] if label in valid else [],
+                      "score": LABELED_SCORE if labeled else float(score), "model_version": version}
+        else:
+            todo.append(i)
+    if todo:
+        sub = [tasks[i] for i in todo]
+        labels, scores = _predict_new(sub, config, loaded, fetcher_factory, cache, strategy_factory)
+        for j, i in enumerate(todo):
+            label = labels[j]
+            score = LABELED_SCORE if is_labeled(tasks[i], config) else float(scores[j])
+            out[i] = {"result": [_region(config, label)] if label in valid else [], "score": score,
+                      "model_version": version}
+    return [o for o in out if o is not None]
+
+
+def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: LoadedVersion,
+                 fetcher_factory: Any, cache: Any, strategy_factory: Any) -> tuple[list[str], np.ndarray]:
+    meta = loaded.meta
+    specs = [ModalitySpec.from_dict(d) for d in meta["modalities"]]
+    model = loaded.model
+    # tasks without an integer id still need an answer: give them temporary negative ids
+    fixed = []
+    for k, t in enumerate(tasks):
+        if not isinstance(t.get("id"), int):
+            t = dict(t, id=-(k + 1))
+        fixed.append(t)
+    fetcher: Fetcher | None = fetcher_factory()
+    try:
+        td = build_task_dataset(fixed, config, specs, fetcher, cache, with_labels=False)
+    finally:
+        if fetcher is not None:
+            fetcher.close()
+    ds = td.dataset
+    idx = np.arange(len(ds))
+    probs = model.predict(ds, idx).probs
+    names = list(model.class_names)
+    labels = [names[int(k)] for k in probs.argmax(dim=1).cpu().numpy()]
+    strategy = strategy_factory(meta)
+    kind = meta.get("ranking_kind", "strategy")
+    try:
+        pri = batch_priority(strategy, model, ds, idx, seed=int(meta.get("seed", 0)), kind=kind)
+    except Exception as exc:  # never fail /predict over a score
+        log.warning("priority failed (%s); using margin", exc)
+        pri = batch_priority(strategy, model, ds, idx, kind="margin")
+    assert ds.labels.shape[0] == len(tasks) and (ds.labels == UNLABELED).all()
+    return labels, calibrated_score(pri, loaded.calibration)

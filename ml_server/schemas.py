@@ -1,0 +1,118 @@
+"""Request and response bodies of the ML backend, as Label Studio 1.23.2 sends and expects them.
+
+Requests are validated loosely (``extra="allow"``): Label Studio adds fields between releases, and a
+backend that rejects an unknown field breaks on the next upgrade. The fields the backend relies on are
+typed; the shapes were captured from a real Label Studio (``/work/shared/reference``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["UP"] = "UP"
+    model_class: str = "MMALFusionBackend"
+
+
+class SetupRequest(_Loose):
+    """``POST /setup``: ``project`` is ``"<id>.<created_at unix ts>"``; ``schema`` the label config XML."""
+
+    project: str
+    label_schema: str | None = Field(None, alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    extra_params: dict[str, Any] | str | None = None
+    model_version: str | None = None
+
+
+class SetupResponse(BaseModel):
+    model_version: str
+
+
+class PredictParams(_Loose):
+    login: str | None = None
+    password: str | None = None
+    context: Any = None
+
+
+class PredictRequest(_Loose):
+    """``POST /predict``: full task objects, the project uid, the label config."""
+
+    tasks: list[dict[str, Any]]
+    project: str | None = None
+    label_config: str | None = None
+    params: PredictParams | None = None
+
+
+class ChoicesValue(BaseModel):
+    choices: list[str]
+
+
+class ResultRegion(BaseModel):
+    from_name: str
+    to_name: str
+    type: Literal["choices"] = "choices"
+    value: ChoicesValue
+
+
+class PredictionItem(BaseModel):
+    """One item per task: the predicted class (empty before the first training), the priority score
+    (LOW = label first) and the model version that made it."""
+
+    result: list[ResultRegion]
+    score: float
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    results: list[PredictionItem]
+
+
+class WebhookRequest(_Loose):
+    """``POST /webhook``: ``action`` plus a payload; ``project`` is a full project object."""
+
+    action: str
+    project: dict[str, Any] | None = None
+    annotation: dict[str, Any] | None = None
+    task: dict[str, Any] | None = None
+
+
+class WebhookResponse(BaseModel):
+    status: Literal["queued", "coalesced", "ignored"]
+    action: str
+    project: int | None = None
+    job_id: str | None = None
+
+
+class JobStatusRequest(_Loose):
+    job: str | None = None
+
+
+class JobStatusResponse(BaseModel):
+    job_status: str
+
+
+class VersionsResponse(BaseModel):
+    versions: list[str]
+
+
+class ProjectStatus(BaseModel):
+    project: int
+    model_version: str | None
+    training: dict[str, Any]
+    last_training: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class StatusResponse(BaseModel):
+    model_class: str
+    queue: dict[str, Any]
+    projects: list[ProjectStatus]

@@ -1,0 +1,186 @@
+"""Settings of the ML backend and its training workers, read from the environment (pydantic-settings).
+
+Label Studio's own names are used where they exist (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``,
+``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``, ``REDIS_URL``, ``MODEL_DIR``); everything specific to mmal is
+prefixed ``MMAL_``. A project can override the learning settings (strategy, minimum annotations, ...)
+through the backend's *extra params* in Label Studio (see :class:`ProjectOverrides`).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+TRAINING_QUEUE = "mmal-ls-training"
+"""Name of the RQ queue the training jobs go to (``mmal worker`` listens on it)."""
+
+DEFAULT_FEATURIZERS: dict[str, str] = {
+    "Image": "image_pixels",
+    "Text": "text_tokens",
+    "HyperText": "text_tokens",
+    "Paragraphs": "text_tokens",
+    "Markdown": "text_tokens",
+}
+
+
+def _parse_json_or_csv(value: Any) -> Any:
+    """Env values may be JSON (``["a","b"]``) or a comma-separated list (``a,b``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") or text.startswith("{"):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of ``mmal serve`` and ``mmal worker``; all have working defaults for a local setup."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True,
+                                      protected_namespaces=())
+
+    # --- Label Studio ------------------------------------------------------------------------------
+    label_studio_url: str | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_URL", "label_studio_url"),
+        description="Base URL of Label Studio as the backend reaches it (compose: http://label-studio:8080); "
+                    "unset = the hostname Label Studio sends in /setup.")
+    label_studio_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "label_studio_api_key"),
+        description="Legacy token or personal access token (JWT refresh token) of a user with access to the "
+                    "projects; unset = the token Label Studio sends in /setup.")
+    # --- infrastructure ----------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    model_dir: Path = Field(Path("models"), validation_alias=AliasChoices("MODEL_DIR", "model_dir"),
+                            description="Where model versions are stored (shared by server and workers).")
+    basic_auth_user: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_USER", "basic_auth_user"))
+    basic_auth_pass: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_PASS", "basic_auth_pass"))
+    # --- learning ------------------------------------------------------------------------------------
+    strategy: str = Field("margin", validation_alias=AliasChoices("MMAL_STRATEGY", "strategy"),
+                          description="Query strategy that orders the tasks (see `mmal strategies`).")
+    strategy_params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict,
+                                            validation_alias=AliasChoices("MMAL_STRATEGY_PARAMS", "strategy_params"))
+    min_annotations: int = Field(10, ge=1, validation_alias=AliasChoices("MMAL_MIN_ANNOTATIONS", "min_annotations"),
+                                 description="Labelled tasks needed before the first training.")
+    query_batch: int = Field(100, ge=1, validation_alias=AliasChoices("MMAL_QUERY_BATCH", "query_batch"),
+                             description="Batch size for strategies that select a batch (no per-item score).")
+    fusion: Literal["early", "intermediate", "late"] = Field(
+        "intermediate", validation_alias=AliasChoices("MMAL_FUSION", "fusion"))
+    epochs: int = Field(100, ge=1, validation_alias=AliasChoices("MMAL_EPOCHS", "epochs"))
+    patience: int = Field(15, ge=1, validation_alias=AliasChoices("MMAL_PATIENCE", "patience"))
+    warm_start: bool = Field(False, validation_alias=AliasChoices("MMAL_WARM_START", "warm_start"))
+    seed: int = Field(0, validation_alias=AliasChoices("MMAL_SEED", "seed"))
+    device: str | None = Field(None, validation_alias=AliasChoices("MMAL_DEVICE", "device"),
+                               description="Training device (cpu, cuda, cuda:1); unset = GPU when present.")
+    featurizers: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_FEATURIZERS),
+                                        validation_alias=AliasChoices("MMAL_FEATURIZERS", "featurizers"),
+                                        description="Label-config object tag type -> featurizer name.")
+    featurizer_params: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
+        default_factory=dict, validation_alias=AliasChoices("MMAL_FEATURIZER_PARAMS", "featurizer_params"),
+        description="Featurizer name -> constructor parameters, e.g. {\"image_pixels\": {\"size\": 32}}.")
+    feature_cache_dir: Path | None = Field(None, validation_alias=AliasChoices("MMAL_FEATURE_CACHE_DIR",
+                                                                              "feature_cache_dir"),
+                                           description="Feature cache; unset = MODEL_DIR/feature-cache.")
+    keep_versions: int = Field(5, ge=1, validation_alias=AliasChoices("MMAL_KEEP_VERSIONS", "keep_versions"),
+                               description="Model versions kept on disk per project (the current one always).")
+    keep_prediction_versions: int = Field(
+        2, ge=0, validation_alias=AliasChoices("MMAL_KEEP_PREDICTION_VERSIONS", "keep_prediction_versions"),
+        description="Model versions whose predictions stay in Label Studio (0 = never delete any).")
+    diagnostics_sample: int = Field(2000, ge=0, validation_alias=AliasChoices("MMAL_DIAGNOSTICS_SAMPLE",
+                                                                              "diagnostics_sample"),
+                                    description="Labelled tasks the modality diagnostics look at (0 = off).")
+    # --- queue ---------------------------------------------------------------------------------------
+    queue: str = Field(TRAINING_QUEUE, validation_alias=AliasChoices("MMAL_QUEUE", "queue"))
+    job_timeout: int = Field(3600, ge=10, validation_alias=AliasChoices("MMAL_JOB_TIMEOUT", "job_timeout"))
+    job_retries: int = Field(1, ge=0, validation_alias=AliasChoices("MMAL_JOB_RETRIES", "job_retries"),
+                             description="Retries of a failed training job (e.g. Label Studio briefly down).")
+    job_retry_interval: int = Field(30, ge=0, validation_alias=AliasChoices("MMAL_JOB_RETRY_INTERVAL",
+                                                                            "job_retry_interval"))
+    worker_class: Literal["fork", "spawn", "simple"] = Field(
+        "fork", validation_alias=AliasChoices("MMAL_WORKER_CLASS", "worker_class"),
+        description="RQ worker kind: fork (a fresh work horse per job), spawn, or simple (in-process).")
+    prediction_chunk: int = Field(500, ge=1, validation_alias=AliasChoices("MMAL_PREDICTION_CHUNK",
+                                                                          "prediction_chunk"),
+                                  description="Predictions per bulk import request to Label Studio.")
+    # --- remote task data ----------------------------------------------------------------------------
+    fetch_max_bytes: int = Field(20_000_000, ge=1, validation_alias=AliasChoices("MMAL_FETCH_MAX_BYTES",
+                                                                                  "fetch_max_bytes"))
+    fetch_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("MMAL_FETCH_TIMEOUT", "fetch_timeout"))
+    fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("MMAL_FETCH_ALLOWED_HOSTS", "fetch_allowed_hosts"),
+        description="Hosts task URLs may point to besides Label Studio (exact names, '*.example.com', or '*').")
+    fetch_max_redirects: int = Field(3, ge=0, validation_alias=AliasChoices("MMAL_FETCH_MAX_REDIRECTS",
+                                                                             "fetch_max_redirects"))
+
+    @field_validator("fetch_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return _parse_json_or_csv(value)
+
+    @field_validator("strategy_params", "featurizer_params", mode="before")
+    @classmethod
+    def _json_dict(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("featurizers", mode="before")
+    @classmethod
+    def _featurizers(cls, value: Any) -> Any:
+        """Empty = the defaults; a JSON object overrides (and extends) the defaults per tag type."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if isinstance(value, dict):
+            value = {**DEFAULT_FEATURIZERS, **value}
+        return value
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.strip().rstrip("/") or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, got {value!r}")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Basic auth protects every endpoint but /health when both user and password are set."""
+        return bool(self.basic_auth_user) and bool(self.basic_auth_pass)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.feature_cache_dir or (self.model_dir / "feature-cache")
+
+
+class ProjectOverrides(BaseModel):
+    """Per-project learning settings from the backend's *extra params* (JSON) in Label Studio.
+
+    Example extra params: ``{"strategy": "entropy", "min_annotations": 20, "strategy_params": {}}``.
+    Unknown keys are an error so a typo does not go unnoticed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | None = None
+    strategy_params: dict[str, Any] | None = None
+    min_annotations: int | None = Field(None, ge=1)
+    query_batch: int | None = Field(None, ge=1)
+    fusion: Literal["early", "intermediate", "late"] | None = None
+    epochs: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+    def apply(self, settings: Settings) -> Settings:
+        """A copy of ``settings`` with these overrides applied."""
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return settings.model_copy(update=changes)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings from the environment (cached; tests build :class:`Settings` directly)."""
+    return Settings()

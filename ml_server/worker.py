@@ -1,0 +1,65 @@
+"""RQ worker for the training queue (``mmal worker``; scale with ``--scale worker=N`` in compose).
+
+The default worker forks a fresh work horse per job, so a job's memory (model, features) is returned
+when it ends and a crash kills only that job. CUDA and fork: the parent never touches CUDA (it imports
+nothing that initialises it), so each forked job can use the GPU; ``MMAL_WORKER_CLASS=spawn`` starts
+a fresh interpreter per job instead, for platforms where forking is unsafe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from ml_server.settings import TRAINING_QUEUE, Settings, get_settings
+
+__all__ = ["run_worker", "preload", "TRAINING_QUEUE", "worker_queues"]
+
+
+def worker_queues(settings: Settings | None = None, extra_queues: Sequence[str] = ()) -> list[str]:
+    """Queue names a worker listens on: the training queue first, then ``extra_queues``."""
+    settings = settings or get_settings()
+    names = [settings.queue]
+    for q in extra_queues:
+        if q not in names:
+            names.append(q)
+    return names
+
+
+def preload() -> None:
+    """Import what a training job needs once, in the parent, so each forked job starts at once.
+
+    Importing torch does not initialise CUDA; nothing here touches the GPU, so forked jobs can still use it.
+    """
+    import backend.diagnostics  # noqa: F401
+    import backend.models.trainer  # noqa: F401
+    import connectors.labelstudio  # noqa: F401
+    import label_studio_sdk  # noqa: F401
+    import ml_server.predictor  # noqa: F401
+    import ml_server.training  # noqa: F401
+    from backend.encoders.registry import list_featurizers
+    from backend.strategies.base import list_strategies
+
+    list_strategies()
+    list_featurizers()
+
+
+def run_worker(redis_url: str | None = None, burst: bool = False, extra_queues: Sequence[str] = (),
+               name: str | None = None, with_scheduler: bool = True, max_jobs: int | None = None) -> bool:
+    """Work training jobs (and ``extra_queues``, e.g. the benchmark queue) until stopped.
+
+    ``burst``: exit when the queues are empty. ``with_scheduler`` runs RQ's scheduler for job retries
+    with an interval. Returns whether any job was processed.
+    """
+    import redis
+    from rq import SimpleWorker, SpawnWorker, Worker
+
+    settings = get_settings()
+    if settings.worker_class == "fork":
+        preload()
+    url = redis_url or settings.redis_url
+    conn = redis.Redis.from_url(url)
+    cls = {"fork": Worker, "spawn": SpawnWorker, "simple": SimpleWorker}[settings.worker_class]
+    worker = cls(worker_queues(settings, extra_queues), connection=conn, name=name)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return bool(worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level="INFO"))

@@ -1,0 +1,234 @@
+"""Training jobs with a real redis-server, real RQ worker processes and a real Label Studio 1.23.2.
+
+- a burst of webhooks is one training; labels arriving during a training cause exactly one follow-up;
+- with two workers, a job that finds the project busy defers (dirty flag) instead of training in parallel;
+- a job that fails leaves the previous model serving (here, in Label Studio and in /predict);
+- too few annotations: the job waits instead of training.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from rq import Queue
+from rq.job import Job
+
+from connectors.labelstudio import LabelStudioConnector, LabelStudioError
+from ml_server import jobs
+from ml_server.app import create_app
+from ml_server.demo import choice_annotation, create_emoji_project
+from ml_server.ls_process import start_label_studio
+from ml_server.model_store import ModelStore
+from ml_server.settings import Settings
+from ml_server.training import build_version, make_fetcher, publish
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def labelstudio():
+    ls = start_label_studio()
+    yield ls
+    ls.stop()
+
+
+@pytest.fixture(scope="module")
+def lsc(labelstudio):
+    c = LabelStudioConnector(labelstudio.url, labelstudio.token)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def rconn():
+    conn = redis.Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+@pytest.fixture()
+def env(labelstudio, tmp_path, rconn):
+    """The environment of server and workers (what docker-compose sets)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MMAL_", "BASIC_AUTH_", "LABEL_STUDIO_"))}
+    e.update({"REDIS_URL": REDIS_URL, "MODEL_DIR": str(tmp_path / "models"), "LABEL_STUDIO_URL": labelstudio.url,
+              "LABEL_STUDIO_API_KEY": labelstudio.token, "MMAL_MIN_ANNOTATIONS": "6", "MMAL_EPOCHS": "8",
+              "MMAL_PATIENCE": "5", "MMAL_FEATURIZER_PARAMS": '{"image_pixels": {"size": 16}}',
+              "MMAL_STRATEGY": "margin", "MMAL_JOB_RETRIES": "0", "PYTHONPATH": str(REPO)})
+    return e
+
+
+def settings_from(env: dict) -> Settings:
+    old = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def start_worker(env: dict, burst: bool = True, name: str | None = None) -> subprocess.Popen:
+    code = f"from ml_server.worker import run_worker; run_worker(burst={burst!r}, name={name!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker did not finish in {timeout} s:\n{out[-4000:]}")
+    return out
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def annotate(lsc: LabelStudioConnector, project, task_ids) -> None:
+    for tid in task_ids:
+        lsc.create_annotation(tid, choice_annotation(project.control, project.to_name, project.truth[tid]))
+
+
+def webhook_body(project_id: int, action: str = "ANNOTATION_CREATED") -> dict:
+    return {"action": action, "project": {"id": project_id}, "annotation": {"id": 1}, "task": {"id": 1}}
+
+
+def predictions_of(lsc, project_id: int) -> dict[int, set[str]]:
+    return {t["id"]: {p["model_version"] for p in t["predictions"]} for t in lsc.pull_tasks(project_id)}
+
+
+def test_burst_is_one_training_and_labels_during_training_one_follow_up(lsc, env, rconn):
+    s = settings_from(env)
+    project = create_emoji_project(lsc, "jobs coalescing", per_class=6, seed=2)
+    annotate(lsc, project, project.task_ids[:8])
+    pid = project.project_id
+    with TestClient(create_app(s)) as client:
+        statuses = [client.post("/webhook", json=webhook_body(pid)).json()["status"] for _ in range(50)]
+        assert statuses.count("queued") == 1
+        assert Queue(s.queue, connection=rconn).count == 1
+        out = finish(start_worker(env))
+        assert jobs.training_count(rconn, pid) == 1, out[-3000:]
+        v1 = ModelStore(s.model_dir).current_version(pid)
+        assert v1 and lsc.get_project(pid)["model_version"] == v1
+        assert all(v1 in versions for versions in predictions_of(lsc, pid).values())
+
+        # labels arriving while a job trains: exactly one follow-up job, whatever their number
+        annotate(lsc, project, project.task_ids[8:10])
+        assert client.post("/webhook", json=webhook_body(pid)).json()["status"] == "queued"
+        worker = start_worker(env)
+        wait_for(lambda: jobs.training_state(rconn, pid)["running"], what="the job to start training")
+        annotate(lsc, project, project.task_ids[10:12])
+        during = [client.post("/webhook", json=webhook_body(pid, "ANNOTATION_UPDATED")).json()["status"]
+                  for _ in range(20)]
+        assert during.count("queued") == 1 and during.count("coalesced") == 19
+        out = finish(worker)
+        assert jobs.training_count(rconn, pid) == 3, out[-3000:]
+        state = jobs.training_state(rconn, pid)
+        assert state == {"pending": None, "running": None, "dirty": False}
+        last = jobs.get_status(rconn, pid)["last_training"]
+        assert last["n_labeled"] == 12  # the follow-up saw the labels made during the previous training
+        store = ModelStore(s.model_dir)
+        v3 = store.current_version(pid)
+        assert lsc.get_project(pid)["model_version"] == v3 != v1
+        assert all(v3 in versions for versions in predictions_of(lsc, pid).values())
+        # housekeeping: the predictions of only the last MMAL_KEEP_PREDICTION_VERSIONS (2) versions remain
+        assert set(lsc.model_versions(pid)) == set(store.list_versions(pid)[-2:])
+        assert v1 not in lsc.model_versions(pid)
+
+
+def test_two_workers_never_train_one_project_in_parallel(lsc, env, rconn):
+    s = settings_from(env)
+    project = create_emoji_project(lsc, "jobs two workers", per_class=5, seed=3)
+    annotate(lsc, project, project.task_ids[:7])
+    pid = project.project_id
+    with TestClient(create_app(s)) as client:
+        first = client.post("/webhook", json=webhook_body(pid)).json()
+        w1 = start_worker(env, name="w1")
+        wait_for(lambda: jobs.training_state(rconn, pid)["running"] == first["job_id"], what="job A running")
+        second = client.post("/webhook", json=webhook_body(pid)).json()
+        assert second["status"] == "queued"
+        w2 = start_worker(env, name="w2")
+        out2 = finish(w2)
+        job_b = Job.fetch(second["job_id"], connection=rconn)
+        assert job_b.return_value() == {"status": "deferred", "project": pid, "job_id": second["job_id"]}, out2[-2000:]
+        out1 = finish(w1)
+        assert jobs.training_count(rconn, pid) == 2, out1[-3000:]  # A and the one follow-up, not B
+        assert jobs.training_state(rconn, pid) == {"pending": None, "running": None, "dirty": False}
+
+
+def test_too_few_annotations_waits(lsc, env, rconn):
+    s = settings_from(env)
+    project = create_emoji_project(lsc, "jobs waiting", per_class=3, seed=4)
+    annotate(lsc, project, project.task_ids[:2])
+    pid = project.project_id
+    jobs.request_training(rconn, s, pid, reason="test")
+    finish(start_worker(env))
+    status = jobs.get_status(rconn, pid)
+    assert status["state"] == "waiting_for_annotations" and status["n_labeled"] == 2
+    assert status["min_annotations"] == 6 and jobs.training_count(rconn, pid) == 0
+    assert ModelStore(s.model_dir).current_version(pid) is None
+
+
+def test_a_failing_job_leaves_the_previous_model_serving(lsc, env, rconn):
+    s = settings_from(env)
+    project = create_emoji_project(lsc, "jobs failure", per_class=4, seed=5)
+    annotate(lsc, project, project.task_ids[:7])
+    pid = project.project_id
+    jobs.request_training(rconn, s, pid, reason="first")
+    finish(start_worker(env))
+    store = ModelStore(s.model_dir)
+    v1 = store.current_version(pid)
+    assert v1 is not None and jobs.training_count(rconn, pid) == 1
+
+    # the next job fails (a strategy parameter the installed strategy rejects)
+    bad_env = dict(env, MMAL_STRATEGY="underrelied_uncertainty", MMAL_STRATEGY_PARAMS='{"uncertainty": "bogus"}')
+    annotate(lsc, project, project.task_ids[7:9])
+    failed = jobs.request_training(rconn, s, pid, reason="doomed")
+    finish(start_worker(bad_env))
+    job = Job.fetch(failed["job_id"], connection=rconn)
+    assert job.get_status(refresh=True) == "failed"
+    status = jobs.get_status(rconn, pid)
+    assert status["state"] == "failed" and "uncertainty" in status["last_error"]
+    assert jobs.training_state(rconn, pid) == {"pending": None, "running": None, "dirty": False}
+    assert store.current_version(pid) == v1 and store.list_versions(pid) == [v1]
+    assert lsc.get_project(pid)["model_version"] == v1
+    with TestClient(create_app(s)) as client:
+        tasks = lsc.pull_tasks(pid)[:3]
+        body = {"tasks": tasks, "project": f"{pid}.0", "label_config": project.config}
+        assert {i["model_version"] for i in client.post("/predict", json=body).json()["results"]} == {v1}
+
+    # a failure while publishing (Label Studio refuses the token) also keeps v1 and removes the half-made version
+    tasks = lsc.pull_tasks(pid)
+    built = build_version(pid, tasks, project.config, s, store, make_fetcher(s, lsc.url, lsc))
+    assert built.version in store.list_versions(pid)
+    bad_ls = LabelStudioConnector(lsc.url, "not-a-valid-token")
+    with pytest.raises(LabelStudioError):
+        publish(bad_ls, store, pid, built, s)
+    assert store.current_version(pid) == v1 and store.list_versions(pid) == [v1]
+    assert lsc.get_project(pid)["model_version"] == v1
+
+    # and the project recovers with the next good job
+    jobs.request_training(rconn, s, pid, reason="recover")
+    finish(start_worker(env))
+    v2 = store.current_version(pid)
+    assert v2 not in (None, v1) and lsc.get_project(pid)["model_version"] == v2
+    assert jobs.get_status(rconn, pid)["state"] == "idle"
