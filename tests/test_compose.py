@@ -14,7 +14,7 @@ from ml_server.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
-DOCS = REPO / "docs" / "ml_server.md"
+DOCS = REPO / "README.md"
 
 
 def compose() -> dict:
@@ -89,7 +89,7 @@ def test_every_environment_variable_is_documented():
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", docs))
     settings_vars = {f.validation_alias.choices[0] for f in Settings.model_fields.values()}
     missing = sorted((_compose_variables(compose()) | settings_vars) - documented)
-    assert not missing, f"not documented in docs/ml_server.md: {missing}"
+    assert not missing, f"not documented in README.md: {missing}"
 
 
 def test_interpolations_are_well_formed():
