@@ -128,6 +128,15 @@ class PointSet(ABC):
         """(N, m) squared distances from every point to points ``rows`` (clamped at 0)."""
         return self.partial_sqdist(rows).add_(self.sq_norms[:, None]).clamp_min_(0.0)
 
+    def sub_dots(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(r, c) inner products between points ``rows`` and points ``cols`` (small sub-blocks)."""
+        raise NotImplementedError
+
+    def sub_sqdist(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(r, c) squared distances between points ``rows`` and points ``cols`` (clamped at 0)."""
+        d = self.sub_dots(rows, cols).mul_(-2.0)
+        return d.add_(self.sq_norms[rows][:, None]).add_(self.sq_norms[cols][None, :]).clamp_min_(0.0)
+
     def dot_row(self, row: torch.Tensor) -> torch.Tensor:
         """(N,) inner products with the single point ``row`` (subclasses use matrix-vector products)."""
         return self.dots(row.reshape(1))[:, 0]
@@ -161,7 +170,7 @@ class DenseEmbedding(PointSet):
     def __init__(self, x: torch.Tensor) -> None:
         x = _as_float(x, "x", 2)
         self.x = x
-        self.sq_norms = (x * x).sum(dim=1)
+        self.sq_norms = row_sq_norms(x)
 
     @property
     def n(self) -> int:
@@ -177,6 +186,9 @@ class DenseEmbedding(PointSet):
 
     def dots(self, rows: torch.Tensor) -> torch.Tensor:
         return self.x @ self.x[rows].T
+
+    def sub_dots(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.x[rows] @ self.x[cols].T
 
     def dot_row(self, row: torch.Tensor) -> torch.Tensor:
         # GEMV, not a 1-column GEMM: several times faster on CPU for the per-pick update
@@ -229,7 +241,7 @@ class FactoredEmbedding(PointSet):
             parts.append(z)
         self.a = a
         self.z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # scaled, concatenated
-        self.sq_norms = (a * a).sum(dim=1) * (self.z * self.z).sum(dim=1)
+        self.sq_norms = row_sq_norms(a) * row_sq_norms(self.z)
 
     @classmethod
     def badge(cls, probs: torch.Tensor,
@@ -256,6 +268,9 @@ class FactoredEmbedding(PointSet):
     def dots(self, rows: torch.Tensor) -> torch.Tensor:
         return (self.a @ self.a[rows].T) * (self.z @ self.z[rows].T)
 
+    def sub_dots(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return (self.a[rows] @ self.a[cols].T) * (self.z[rows] @ self.z[cols].T)
+
     def dot_row(self, row: torch.Tensor) -> torch.Tensor:
         r = row.reshape(())
         return torch.mv(self.a, self.a[r]).mul_(torch.mv(self.z, self.z[r]))
@@ -271,6 +286,11 @@ class FactoredEmbedding(PointSet):
             out.append((self.a[:, :, None] * zk[:, None, :]).reshape(self.n, -1))
             s += d
         return torch.cat(out, dim=1)
+
+
+def row_sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """(N,) squared row norms without an (N, d) temporary (``(x * x).sum(1)`` would allocate one)."""
+    return torch.einsum("ij,ij->i", x, x)
 
 
 def as_points(x: torch.Tensor | PointSet) -> PointSet:
@@ -297,10 +317,10 @@ def pairwise_sqdist_chunks(x: torch.Tensor, centers: torch.Tensor,
     if centers.device != x.device:
         raise ValueError(f"centers are on {centers.device}, x is on {x.device}")
     c = _check_chunk(chunk_size, x.shape[0], x.element_size())
-    xn = (x * x).sum(dim=1)
+    xn = row_sq_norms(x)
     for s in range(0, centers.shape[0], c):
         cc = centers[s:s + c]
-        block = torch.addmm((cc * cc).sum(dim=1)[None, :], x, cc.T, beta=1.0, alpha=-2.0)
+        block = torch.addmm(row_sq_norms(cc)[None, :], x, cc.T, beta=1.0, alpha=-2.0)
         yield s, block.add_(xn[:, None]).clamp_min_(0.0)
 
 
@@ -319,9 +339,9 @@ def min_sqdist(x: torch.Tensor, centers: torch.Tensor, chunk_size: int | None = 
     out = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
     for s in range(0, centers.shape[0], c):
         cc = centers[s:s + c]
-        block = torch.addmm((cc * cc).sum(dim=1)[None, :], x, cc.T, beta=1.0, alpha=-2.0)
+        block = torch.addmm(row_sq_norms(cc)[None, :], x, cc.T, beta=1.0, alpha=-2.0)
         torch.minimum(out, block.min(dim=1).values, out=out)
-    return out.add_((x * x).sum(dim=1)).clamp_min_(0.0)
+    return out.add_(row_sq_norms(x)).clamp_min_(0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,15 +349,21 @@ def min_sqdist(x: torch.Tensor, centers: torch.Tensor, chunk_size: int | None = 
 
 
 def greedy_k_center(x: torch.Tensor | PointSet, initial_center_idx: Sequence[int] | torch.Tensor, k: int,
-                    *, chunk_size: int | None = None) -> torch.Tensor:
+                    *, chunk_size: int | None = None, return_initial: bool = False,
+                    block: int = 32) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(k,) int64 indices picked by greedy k-center (Sener & Savarese 2018 core-set), in pick order.
 
     Each pick is the point farthest from every current center (initial centers + earlier picks):
     ``argmax_i min_{c in centers} ||x_i - x_c||^2``. The running minimum is built once over the
-    initial centers (chunked, O(N m d)) and then updated with the newest center only (O(N d) per
-    pick). Ties go to the lowest index; centers are never picked again (even duplicates at distance
-    0 are only picked once every farther point is taken). With no initial center the first pick is
-    index 0 (every distance is +inf); callers wanting a random start pass it as an initial center.
+    initial centers (chunked, O(N m d)). Picks are then made *lazily*: distances only shrink as
+    centers are added, so a stale running minimum is an upper bound. Each pick refreshes only the
+    ``block`` largest bounds against the centers added since they were last refreshed, and accepts the
+    best refreshed point once it beats every remaining bound (else the block grows; at N it is an
+    exact full pass). The result equals the eager algorithm, at O(N) bound reads plus
+    O(block * picks * d) per pick instead of O(N d). Ties go to the lowest index; centers are never
+    picked again. With no initial center the first pick is index 0 (every distance is +inf); callers
+    wanting a random start pass it as an initial center. ``return_initial`` also returns the (N,)
+    squared distances to the nearest initial center (+inf without one; initial centers themselves -1).
     """
     pts = as_points(x)
     n = pts.n
@@ -351,12 +377,32 @@ def greedy_k_center(x: torch.Tensor | PointSet, initial_center_idx: Sequence[int
     mind = pts.min_sqdist_to_rows(init, chunk_size)
     if init.numel():
         mind[init] = -1.0  # never a candidate
+    initial = mind.clone() if return_initial else None
+    stamp = torch.zeros(n, dtype=torch.int64, device=pts.device)  # picks already folded into mind[i]
     picks = torch.empty(k, dtype=torch.int64, device=pts.device)
     for t in range(k):
-        j = torch.argmax(mind)  # first maximum: lowest index on ties
+        size = min(max(int(block), 1), n)
+        while True:
+            bound, cand = torch.topk(mind, size)  # the `size` largest (stale) upper bounds
+            if t:
+                stale = cand[stamp[cand] < t]
+                if stale.numel():
+                    since = int(stamp[stale].min())  # re-folding already folded centers changes nothing
+                    fresh = pts.sub_sqdist(stale, picks[since:t]).min(dim=1).values
+                    mind[stale] = torch.minimum(mind[stale], fresh)
+                    stamp[stale] = t
+            best = mind[cand].max()
+            if size == n or bool(best > bound[-1]):
+                # every point outside `cand` is bounded by bound[-1] < best: the argmax is exact
+                tied = cand[mind[cand] == best] if size < n else torch.nonzero(mind == best).flatten()
+                j = tied.min()
+                break
+            size = min(size * 4, n)
         picks[t] = j
-        torch.minimum(mind, pts.sqdist_to_row(j), out=mind)
         mind[j] = -1.0
+        stamp[j] = k + 1
+    if return_initial:
+        return picks, initial
     return picks
 
 
@@ -449,7 +495,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, generator: torch.Generator 
     if int(iters) < 0:
         raise ValueError(f"iters must be >= 0, got {iters}")
     chunk_rows = _check_chunk(chunk_size, k, x.element_size())
-    xn = (x * x).sum(dim=1)
+    xn = row_sq_norms(x)
     centers = x[kmeanspp_seeding(DenseEmbedding(x), k, generator)].clone()
     labels, _ = _assign(x, xn, centers, chunk_rows)
     for _ in range(int(iters)):
@@ -476,7 +522,7 @@ def knn_mean_distance(x: torch.Tensor, k: int, *, chunk_size: int | None = None,
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in 1..{n - 1} (points minus one), got {k}")
     chunk_rows = _check_chunk(chunk_size, n, x.element_size())
-    xn = (x * x).sum(dim=1)
+    xn = row_sq_norms(x)
     out = torch.empty(n, dtype=x.dtype, device=x.device)
     for s in range(0, n, chunk_rows):
         e = min(n, s + chunk_rows)

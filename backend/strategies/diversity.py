@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backend.data import MultimodalDataset, Pool
-from backend.kernels import FactoredEmbedding, greedy_k_center, kmeans, kmeanspp_seeding, knn_mean_distance, min_sqdist
+from backend.kernels import FactoredEmbedding, greedy_k_center, kmeans, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
 from backend.strategies.base import QueryError, QueryResult, QueryStrategy, register
 
@@ -27,7 +27,7 @@ class Coreset(QueryStrategy):
     """Core-set (Sener & Savarese 2018): greedy k-center on the fused embedding z.
 
     With labelled set L as initial centers, pick ``argmax_{i in U} min_{c in L + picked} ||z_i - z_c||^2``
-    n times, updating a running minimum with the newest pick only (O(N d) per pick). With no labelled
+    n times (lazily: only the largest stale distance bounds are refreshed per pick). With no labelled
     item the first pick is a seeded random unlabelled item. ``scores`` (when L is non-empty) are the
     squared distances of every unlabelled item to its nearest labelled item (the first pick is their
     argmax).
@@ -47,9 +47,8 @@ class Coreset(QueryStrategy):
         z = model.predict(dataset, order).fused_embedding
         n_lab = lab.size
         if n_lab:
-            picks = _np(greedy_k_center(z, torch.arange(n_lab), n, chunk_size=self.chunk_size), np.int64)
-            scores = _np(min_sqdist(z[n_lab:], z[:n_lab], chunk_size=self.chunk_size))
-            return QueryResult(order[picks], scores, unl)
+            picks, initial = greedy_k_center(z, torch.arange(n_lab), n, chunk_size=self.chunk_size, return_initial=True)
+            return QueryResult(order[_np(picks, np.int64)], _np(initial[n_lab:]), unl)
         start = int(np.random.default_rng(seed).integers(unl.size))
         rest = _np(greedy_k_center(z, torch.tensor([start]), n - 1, chunk_size=self.chunk_size), np.int64)
         return QueryResult(order[np.concatenate([[start], rest])])
