@@ -367,3 +367,53 @@ def claim_multimodal(df: pd.DataFrame, families: Mapping[str, str]) -> dict[str,
                      "share": wins[s] / len(datasets)} for s in multi]
     verdict = not any(p["share"] >= CONSISTENT for p in per_strategy)
     return {**base, "verdict": verdict, "reason": "", "per_strategy": per_strategy, "per_scenario": per_scenario}
+
+
+# ----------------------------------------------------------------------------------------------
+# Paired comparison of candidate strategies against the best baseline (the modality-aware study)
+# ----------------------------------------------------------------------------------------------
+DEFAULT_BASELINES = ("random", "entropy", "margin", "bald", "badge", "coreset", "bmmal")
+
+
+def paired_vs_best_baseline(df: pd.DataFrame, candidates: Any = None, baselines: Any = DEFAULT_BASELINES,
+                            value: str = "aubc", conf: float = 0.95) -> pd.DataFrame:
+    """Per (dataset, candidate): paired difference in ``value`` against the *best* baseline, over seeds.
+
+    Why paired and why the best: every strategy of a seed shares the initial set and round-0 model,
+    so per-seed differences remove most seed noise; and a new strategy is only worth having if it
+    beats the strongest baseline of that scenario, chosen *after the fact* by mean ``value`` (which
+    favours the baselines: their best is selected on the same seeds).
+
+    Columns: dataset, strategy, best_baseline, mean_diff, low, high (95 % t interval of the paired
+    difference), win_rate (share of seeds with a positive difference), n (common seeds), strategy_mean,
+    baseline_mean. ``value`` is a column of :func:`aubc_table` (``aubc`` or ``final_accuracy``);
+    differences are in the same unit (multiply by 100 for AUBC points). ``candidates`` default: every
+    strategy that is not a baseline.
+    """
+    table = aubc_table(df)
+    cols = ["dataset", "strategy", "best_baseline", "mean_diff", "low", "high", "win_rate", "n",
+            "strategy_mean", "baseline_mean"]
+    if value not in table.columns:
+        raise DataError(f"value must be one of aubc, final_accuracy, got {value!r}")
+    present = list(dict.fromkeys(table["strategy"]))
+    base = [b for b in baselines if b in present]
+    cands = [s for s in present if s not in base] if candidates is None else [s for s in candidates if s in present]
+    rows = []
+    if not base:
+        return pd.DataFrame(rows, columns=cols)
+    for ds, d in table.groupby("dataset", sort=False):
+        wide = d.pivot_table(index="seed", columns="strategy", values=value, aggfunc="first")
+        means = {b: float(wide[b].mean()) for b in base if b in wide}
+        if not means:
+            continue
+        best = max(means, key=means.get)
+        for s in cands:
+            if s not in wide:
+                continue
+            pair = wide[[s, best]].dropna()
+            diff = (pair[s] - pair[best]).to_numpy(float)
+            m, lo, hi = t_interval(diff, conf)
+            rows.append({"dataset": ds, "strategy": s, "best_baseline": best, "mean_diff": m, "low": lo, "high": hi,
+                         "win_rate": float((diff > 0).mean()) if diff.size else float("nan"), "n": int(diff.size),
+                         "strategy_mean": float(pair[s].mean()), "baseline_mean": float(pair[best].mean())})
+    return pd.DataFrame(rows, columns=cols)

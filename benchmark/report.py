@@ -224,6 +224,24 @@ def _aubc_html(df: pd.DataFrame, families: Mapping[str, str]) -> str:
     return _table(["strategy"] + datasets, rows)
 
 
+def _paired_html(df: pd.DataFrame) -> str:
+    """The paired-difference table of :func:`benchmark.metrics.paired_vs_best_baseline` ('' when not applicable)."""
+    p = M.paired_vs_best_baseline(df)
+    if p.empty:
+        return ""
+    rows = []
+    for _, r in p.iterrows():
+        d, lo, hi = 100 * r["mean_diff"], 100 * r["low"], 100 * r["high"]
+        color = "#1a7f37" if lo > 0 else ("#cf222e" if hi < 0 else "inherit")
+        rows.append([html.escape(str(r["dataset"])), f"<b>{html.escape(str(r['strategy']))}</b>",
+                     html.escape(str(r["best_baseline"])),
+                     f"<span style='color:{color}'>{d:+.2f} [{lo:+.2f}, {hi:+.2f}]</span>",
+                     f"{100 * r['win_rate']:.0f} %", str(int(r["n"])),
+                     f"{100 * r['strategy_mean']:.2f} / {100 * r['baseline_mean']:.2f}"])
+    return _table(["scenario", "strategy", "best baseline", "paired AUBC difference (points)", "seeds won", "seeds",
+                   "AUBC strategy / baseline"], rows)
+
+
 def _claims_html(c1: Mapping[str, Any], c2: Mapping[str, Any], c3: Mapping[str, Any]) -> str:
     parts = []
     # claim 1
@@ -309,6 +327,13 @@ def build_report(run_dir: str | Path) -> Path:
     parts.append("<h2>Area under the budget curve</h2><p>AUBC (accuracy over labelling cost, normalised to [0, 1]) "
                  "mean [95 % t interval] over seeds; bold = best per scenario; below it the final accuracy.</p>"
                  + _aubc_html(df, families))
+    paired = _paired_html(df)
+    if paired:
+        parts.append("<h2>New strategies against the best baseline (paired over seeds)</h2><p>AUBC of each strategy "
+                     f"that is not one of the baselines ({', '.join(M.DEFAULT_BASELINES)}) minus the AUBC of the "
+                     "scenario's best baseline (highest mean AUBC, chosen after the fact), in AUBC points, paired by "
+                     "seed: mean [95 % t interval], share of seeds won, seeds. Green: interval above zero; red: below."
+                     "</p>" + paired)
     if img_pen is not None:
         parts.append("<h2>Pairwise penalty matrix</h2><p>Share of (scenario, budget point) pairs where the row strategy "
                      "is significantly better than the column strategy (paired t-test over seeds, p &lt; 0.05).</p>"

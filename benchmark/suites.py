@@ -130,6 +130,21 @@ SUITES: dict[str, BenchmarkConfig] = {
         train_overrides={"epochs": 50, "patience": 8},
         recipe_candidates=({}, {"train": {"lr": 1e-3, "patience": 12}}),
     ),
+    # issue 7: the modality-aware strategy against the seven baselines where modalities decide which
+    # items are worth labelling (goal 1: missing data, difficulty, noisy) and where they should not
+    # matter (goal 2); 8 seeds, sized for a 2-core machine (about 35 min with --workers 2). The
+    # strategy was developed on seeds 100-103 (studies/), so these seeds are confirmatory.
+    "modality": BenchmarkConfig(
+        suite="modality",
+        scenarios=("missing_mcar_10", "missing_mcar_30", "missing_mcar_50", "missing_mnar_10", "missing_mnar_30",
+                   "missing_mnar_50", "difficulty", "noisy_modality", "balanced", "redundancy", "uniqueness", "synergy"),
+        strategies=("random", "entropy", "margin", "bald", "badge", "coreset", "bmmal", "reducible_margin"),
+        seeds=(0, 1, 2, 3, 4, 5, 6, 7),
+        scenario_params={"n_items": 1500, "n_test": 1000, "n_val": 300, "dims": 12, "mc_samples": 20000},
+        n_initial=60, batch_size=60, rounds=6,
+        train_overrides={"epochs": 60, "patience": 10},
+        reference=False,
+    ),
     # every scenario x every strategy x 5 seeds, recipe chosen on validation data
     "paper": BenchmarkConfig(
         suite="paper",

@@ -8,19 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from backend.data import Pool
-from backend.strategies.base import QueryError
+from backend.data import MultimodalDataset, Pool
+from backend.strategies.base import QueryError, get_strategy
 from backend.strategies.modality_aware import (
     HeadDisagreement,
     MissingAware,
+    ReducibleMargin,
     UnderreliedUncertainty,
     js_divergence,
     missing_excess,
+    modality_outliers,
     normalized_uncertainty,
     reliance_shares,
+    within_group_rank,
 )
 
-STRATEGIES = [UnderreliedUncertainty, HeadDisagreement, MissingAware]
+STRATEGIES = [UnderreliedUncertainty, HeadDisagreement, MissingAware, ReducibleMargin]
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -214,3 +217,72 @@ def test_missing_aware_without_quota_is_discounted_margin(problem) -> None:
     # scores: the batch first (in batch order), then the rest by discounted margin
     order = np.lexsort((unl, -res.scores))
     assert np.array_equal(unl[order[:15]], res.indices)
+
+
+# --- reducible_margin ----------------------------------------------------------------------------
+
+
+def test_within_group_rank_by_hand() -> None:
+    u = np.array([0.1, 0.9, 0.5, 0.3, 0.2])
+    g = np.array([0, 0, 0, 1, 1])
+    np.testing.assert_allclose(within_group_rank(u, g), [1 / 3, 1.0, 2 / 3, 1.0, 0.5])
+
+
+def test_reducible_margin_is_margin_on_complete_clean_data(problem) -> None:
+    model, ds, pool = problem
+    full = ds.with_masks({"b": np.ones(len(ds), dtype=bool)})
+    got = ReducibleMargin(outlier_z=None, quota=0.0).query(model, full, pool, 25, seed=0).indices
+    want = get_strategy("margin").query(model, full, pool, 25, seed=0).indices
+    assert np.array_equal(got, want)
+
+
+def test_reducible_margin_stratifies_by_presence_pattern(problem) -> None:
+    model, ds, pool = problem
+    n = 40
+    res = ReducibleMargin(outlier_z=None, quota=0.0).query(model, ds, pool, n, seed=0)
+    has_b = ds.masks["b"][pool.unlabeled]
+    picked_b = ds.masks["b"][res.indices]
+    # every pattern gets about its pool share of the batch (rank percentiles), not what raw margin gives
+    assert abs(picked_b.mean() - has_b.mean()) <= 2.0 / n + 1e-9
+    # inside a pattern, the picks are that pattern's most uncertain items
+    pred = model.predict(ds, pool.unlabeled)
+    u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+    miss = np.flatnonzero(~has_b)
+    k = int((~picked_b).sum())
+    top_missing = set(pool.unlabeled[miss[np.argsort(-u[miss], kind="stable")][:k]].tolist())
+    assert set(res.indices[~picked_b].tolist()) == top_missing
+
+
+def test_modality_outliers_find_corrupted_copies(problem) -> None:
+    model, ds, pool = problem
+    rng = np.random.default_rng(0)
+    unl = pool.unlabeled
+    bad = rng.choice(unl, 15, replace=False)
+    a = ds.modalities["a"].copy()
+    a[bad] += rng.normal(0, 8.0, a[bad].shape).astype(np.float32)  # heavy noise on every dimension
+    noisy = MultimodalDataset({"a": a, "b": ds.modalities["b"]}, ds.labels, ds.class_names, ds.masks,
+                              true_labels=ds.true_labels)
+    pred = model.predict(noisy, unl)
+    out = modality_outliers(pred.embeddings, pred.masks, model.modality_names, z=3.0)
+    flagged = unl[out[:, 0]]
+    assert np.isin(bad, flagged).mean() >= 0.8  # found
+    assert np.isin(flagged, bad).mean() >= 0.8  # and little else
+    assert not out[~ds.masks["b"][unl], 1].any()  # absent copies are never outliers
+    res = ReducibleMargin().query(model, noisy, pool, 30, seed=0)
+    assert not np.isin(res.indices, flagged).any()  # flagged (corrupted) items are queried last
+
+
+def test_reducible_margin_quota_spent_on_items_having_weak(problem) -> None:
+    model, ds, pool = problem
+    ds2, weak = _weak_masked(model, ds, pool)
+    strat = ReducibleMargin(quota=0.5, outlier_z=None)
+    res = strat.query(model, ds2, pool, 20, seed=0)
+    assert strat.info["weak"] == weak and strat.info["n_quota"] == 10
+    assert ds2.masks[weak][res.indices[:10]].all()
+
+
+def test_reducible_margin_bad_parameters() -> None:
+    for kw, field in (({"outlier_z": 0.0}, "outlier_z"), ({"k": 0}, "k"), ({"quota": 1.5}, "quota"),
+                      ({"outliers": "drop"}, "outliers")):
+        with pytest.raises(QueryError, match=field):
+            ReducibleMargin(**kw)

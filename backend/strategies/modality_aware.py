@@ -23,6 +23,7 @@ import torch
 from backend.data import MultimodalDataset, Pool
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
 from backend.heuristics import entropy, margin
+from backend.kernels import knn_mean_distance
 from backend.models.api import ActiveModel
 from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, register
 
@@ -264,3 +265,139 @@ class MissingAware(QueryStrategy):
         self.info = {"shares": dict(zip(names, shares.tolist())), "weak": names[k], "quota": q, "n_weak": int(n_weak),
                      "weak_indices": unl[weak_pos].tolist()}
         return QueryResult(unl[order], scores, unl)
+
+
+def modality_outliers(pred_embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], names: list[str], *,
+                      k: int = 10, z: float = 3.0) -> np.ndarray:
+    """(n, M) bool: item i's copy of modality m is an outlier in m's embedding space.
+
+    Why: a corrupted or out-of-distribution view makes an item look uncertain, but a label cannot
+    teach the model to read noise (the "collective outliers" that sink uncertainty sampling in VQA,
+    Karamcheti et al. 2021). Per modality, over the items that have it:
+
+        d_i = mean distance to the k nearest other items in m's embedding (chunked, exact)
+        z_i = (log d_i - median log d) / (1.4826 * MAD(log d))          (robust z-score)
+        outlier_im = z_i > z
+
+    Absent copies are never outliers (their embedding is the learned absent vector).
+    """
+    n = next(iter(masks.values())).shape[0]
+    out = np.zeros((n, len(names)), dtype=bool)
+    for j, name in enumerate(names):
+        present = masks[name].cpu().numpy().astype(bool)
+        pos = np.flatnonzero(present)
+        if pos.size <= max(k, 2) + 1:
+            continue
+        e = pred_embeddings[name][torch.as_tensor(pos, device=pred_embeddings[name].device)].float()
+        d = knn_mean_distance(e, k).double().cpu().numpy()
+        ld = np.log(np.maximum(d, 1e-12))
+        med = float(np.median(ld))
+        mad = float(np.median(np.abs(ld - med))) * 1.4826
+        if mad <= 1e-12:
+            continue
+        out[pos[(ld - med) / mad > z], j] = True
+    return out
+
+
+def within_group_rank(u: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n,) percentile of ``u`` inside each item's group, in (0, 1] (1 = the group's most uncertain).
+
+    Ranking the pool by it and taking the top n gives every group about its pool share of the batch,
+    each filled with that group's most uncertain items.
+    """
+    r = np.empty(u.size, dtype=np.float64)
+    for g in np.unique(groups):
+        pos = np.flatnonzero(groups == g)
+        order = pos[np.argsort(u[pos], kind="stable")]
+        r[order] = (np.arange(1, pos.size + 1)) / pos.size
+    return r
+
+
+@register
+class ReducibleMargin(QueryStrategy):
+    """Fused margin restricted to *reducible* uncertainty: stratified by presence pattern, outliers last.
+
+    Idea: plain uncertainty sampling in multimodal pools chases items whose uncertainty a label
+    cannot remove: items lacking a modality (their missing information stays missing) and items
+    whose copy of a modality is corrupted (noise cannot be learned). Both are visible without labels:
+    the presence mask, and an outlying embedding in that modality (:func:`modality_outliers`).
+
+        u_i   = 1 - (p_(1) - p_(2))                           fused margin uncertainty
+        g_i   = presence pattern of i (which modalities it has)
+        r_i   = percentile of u_i among unlabelled items with pattern g_i  (:func:`within_group_rank`)
+        o_i   = 1 if any present modality of i is an outlier, else 0
+        key_i = r_i - 2 o_i           (stratify=True; key_i = u_i - 2 o_i otherwise)
+
+    Then a quota share ``q`` of the batch goes first to the non-outlier items *having* the
+    least-relied modality ``w`` with the most uncertain ``w`` head (1 - margin of p_w), so the
+    neglected modality gets labels that teach it (the weak-modality quota of ``missing_aware``):
+
+        q = min(q_max, (max_k share_k - min_k share_k) / 2)    (quota="auto"; shares: Shapley reliance)
+
+    so a balanced model (synergy, redundancy, balanced) spends almost nothing on it, and a model
+    leaning 0.75/0.25 on one modality spends q_max = 0.25. With complete data, no outliers and
+    ``quota=0`` this is exactly margin sampling. ``scores``: the key (higher = query sooner); quota
+    picks get key + 4.
+    """
+
+    name = "reducible_margin"
+    description = "fused margin stratified by presence pattern, with outlying (corrupted) modality copies last"
+
+    def __init__(self, stratify: bool = True, outlier_z: float | None = 3.0, k: int = 10,
+                 quota: float | Literal["auto"] = "auto", q_max: float = 0.25, sample: int = 512,
+                 outliers: Literal["last", "absent"] = "last") -> None:
+        if outliers not in ("last", "absent"):
+            raise QueryError(f"outliers must be 'last' or 'absent', got {outliers!r}")
+        self.outliers = outliers
+        if outlier_z is not None and outlier_z <= 0:
+            raise QueryError(f"outlier_z must be positive or None, got {outlier_z}")
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        if quota != "auto" and not (isinstance(quota, (int, float)) and 0.0 <= quota <= 1.0):
+            raise QueryError(f"quota must be 'auto' or in [0, 1], got {quota!r}")
+        if not 0.0 <= q_max <= 1.0:
+            raise QueryError(f"q_max must be in [0, 1], got {q_max}")
+        self.q_max = q_max
+        if sample <= 0:
+            raise QueryError(f"sample must be positive, got {sample}")
+        self.stratify, self.outlier_z, self.k, self.quota, self.sample = stratify, outlier_z, k, quota, sample
+        self.info: dict[str, Any] = {}
+
+    def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
+        names = list(model.modality_names)
+        unl = pool.unlabeled
+        pred = model.predict(dataset, unl)
+        u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+        presence = np.stack([pred.masks[m].cpu().numpy().astype(bool) for m in names], axis=1)
+        if self.outlier_z is not None:
+            outl = modality_outliers(pred.embeddings, pred.masks, names, k=min(self.k, max(1, unl.size - 2)),
+                                     z=self.outlier_z)
+        else:
+            outl = np.zeros_like(presence)
+        if self.outliers == "absent":  # an outlying copy counts as a missing one: its own stratum
+            eff = presence & ~outl
+            bad = ~eff.any(axis=1)  # only items with no usable modality at all go last
+        else:
+            eff = presence
+            bad = outl.any(axis=1)
+        groups = eff.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+        key = (within_group_rank(u, groups) if self.stratify else u) - 2.0 * bad
+        chosen = np.zeros(unl.size, dtype=bool)
+        weak_name = None
+        q = 0.0
+        if self.quota == "auto" or self.quota > 0:
+            shares = reliance_shares(model, dataset, pool, sample=self.sample, seed=seed)
+            q = min(self.q_max, imbalance(shares) / 2.0) if self.quota == "auto" else float(self.quota)
+        if q > 0:
+            w = _weak(shares)
+            weak_name = names[w]
+            u_weak = normalized_uncertainty(pred.unimodal_probs[weak_name], "margin").double().cpu().numpy()
+            cand = np.flatnonzero(presence[:, w] & ~bad)
+            n_weak = min(int(round(q * n)), cand.size)
+            pick = cand[np.lexsort((unl[cand], -u_weak[cand]))][:n_weak]
+            key[pick] += 4.0
+            chosen[pick] = True
+        order = np.lexsort((unl, -key))[:n]
+        self.info = {"n_outliers": int(bad.sum()), "outlier_rate": outl.mean(axis=0).tolist(), "weak": weak_name,
+                     "quota": q, "n_quota": int(chosen.sum())}
+        return QueryResult(unl[order], key, unl)
