@@ -123,8 +123,10 @@ def make_oracle(config: BenchmarkConfig, scenario: Scenario, seed: int) -> Simul
 def evaluate(model: TrainedFusionModel, scenario: Scenario) -> dict[str, float]:
     """Test-set accuracy, macro F1 and modality diagnostics of one model.
 
-    representation_gap:m = what modality m alone can reach on items having it (Bayes, ground truth)
-    minus the accuracy of the model's own head for m on those items.
+    representation_gap:m = what modality m alone can reach on items having it (synthetic: Bayes, ground
+    truth; real data: estimated by the same recipe trained on the whole pool with only m, see
+    :func:`benchmark.scenarios.estimate_informativeness`) minus the accuracy of the model's own head
+    for m on those items. reliance_gap uses the same informativeness (estimated for real data).
     """
     test = scenario.test
     idx = np.arange(len(test))

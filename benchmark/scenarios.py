@@ -17,22 +17,35 @@ Named scenarios (``list_scenarios``): ``balanced``, ``difficulty``, ``redundancy
 ``synergy``, ``noisy_modality``, ``missing_{mcar,mnar}_{10,30,50}`` and combinations written
 ``base+modifier`` (e.g. ``difficulty+missing_mnar_30``, ``synergy+noisy``). Same name, parameters
 and seed give the same data, bit for bit.
+
+Real datasets (``list_scenarios(real=True)``): ``emoji`` (image + text) and ``mfeat`` (two feature views
+of handwritten digits) are replayed with the same simulated oracle, optionally with injected missing
+modalities (``emoji+missing_mnar_30``). Their informativeness is *estimated* (see
+:func:`make_real_scenario`), not ground truth.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
+import os
 import re
+import sys
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from backend.data import UNLABELED, DataError, MultimodalDataset
 from backend.models.fusion import FusionConfig
-from backend.models.trainer import TrainConfig
+from backend.models.trainer import TrainConfig, train_model
 
 MODALITY_NAMES = ("a", "b", "c", "d", "e", "f")
 DEFAULT_MC_SAMPLES = 40_000
@@ -409,6 +422,9 @@ class Scenario:
     informativeness: Bayes-optimal accuracy from each modality alone (with its presence), ``"all"``
     from every modality, ``"chance"`` from none. informativeness_present: each modality alone on
     the items that have it (what a unimodal head can reach; the representation-gap reference).
+    informativeness_kind: ``"bayes"`` (synthetic: ground truth of the generating process) or
+    ``"estimated"`` (real data: a full-pool unimodal model of the same recipe, see
+    :func:`make_real_scenario`).
     """
 
     name: str
@@ -425,6 +441,7 @@ class Scenario:
     roles: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] = field(default_factory=dict)  # hidden per-item truth of the pool (never for strategies)
     process: Process | None = None
+    informativeness_kind: str = "bayes"
 
     @property
     def modality_names(self) -> list[str]:
@@ -442,7 +459,8 @@ class Scenario:
             "n_pool": len(self.pool), "n_val": len(self.val), "n_test": len(self.test),
             "n_classes": self.pool.n_classes, "modalities": self.modality_names, "roles": self.roles,
             "informativeness": self.informativeness, "informativeness_present": self.informativeness_present,
-            "chance": self.chance, "fusion": self.fusion.to_dict(), "train": self.train.to_dict(),
+            "informativeness_kind": self.informativeness_kind, "chance": self.chance,
+            "fusion": self.fusion.to_dict(), "train": self.train.to_dict(),
             "presence_rate": {k: float(self.pool.masks[k].mean()) for k in self.modality_names},
         }
 
@@ -473,28 +491,44 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
     """``'difficulty+missing_mnar_30'`` -> (``'difficulty'``, {missing: mnar, missing_rate: 0.3}).
 
     Standalone modifiers use the ``balanced`` base: ``missing_mcar_30`` = ``balanced+missing_mcar_30``,
-    ``noisy_modality`` = ``balanced+noisy_30``.
+    ``noisy_modality`` = ``balanced+noisy_30``. A real dataset (``emoji``, ``mfeat``) is a base too and
+    takes the ``missing_*`` modifiers only: ``mfeat+missing_mnar_30``.
     """
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"scenario name must be a non-empty string, got {name!r}")
     parts = [s.strip() for s in name.split("+")]
-    base = parts[0] if parts[0] in _BASES else "balanced"
-    mods = parts[1:] if parts[0] in _BASES else parts
+    known = parts[0] in _BASES or parts[0] in REAL_DATASETS
+    base = parts[0] if known else "balanced"
+    mods = parts[1:] if known else parts
     over: dict[str, Any] = {}
     for mod in mods:
         mm, mn = _MOD_MISSING.match(mod), _MOD_NOISY.match(mod)
         if mm:
             over.update(missing=mm.group(1), missing_rate=int(mm.group(2)) / 100.0)
-        elif mn:
+        elif mn and base not in REAL_DATASETS:
             over.update(corrupt_rate=int(mn.group(1) or 30) / 100.0)
+        elif mn:
+            raise DataError(f"scenario {name!r}: real datasets take only missing_mcar_<pct> / missing_mnar_<pct> "
+                            f"modifiers, not {mod!r}")
         else:
             raise DataError(f"unknown scenario part {mod!r} in {name!r}; bases: {', '.join(_BASES)}; "
+                            f"real datasets: {', '.join(REAL_DATASETS)}; "
                             "modifiers: missing_mcar_<pct>, missing_mnar_<pct>, noisy[_<pct>]")
     return base, over
 
 
-def list_scenarios() -> dict[str, str]:
-    """Named scenarios (combinations are built with '+', see :func:`parse_name`) -> description."""
+def is_real(name: str) -> bool:
+    """True when the scenario ``name`` replays a real dataset (``emoji``, ``mfeat+missing_mnar_30``, ...)."""
+    return parse_name(name)[0] in REAL_DATASETS
+
+
+def list_scenarios(real: bool = False) -> dict[str, str]:
+    """Named scenarios (combinations are built with '+', see :func:`parse_name`) -> description.
+
+    Synthetic only by default (suites enumerate these); ``real=True`` adds the real datasets and
+    their missing-modality variants, which need the dataset files (and, for ``featurizers="pretrained"``,
+    the packaged encoders).
+    """
     out = {k: v[2] for k, v in _BASES.items()}
     out["noisy_modality"] = "each modality is corrupted (heavy noise) on 30 % of the items, independently"
     for kind, what in (("mcar", "completely at random"), ("mnar", "depending on the class (not at random)")):
@@ -503,6 +537,12 @@ def list_scenarios() -> dict[str, str]:
     out["difficulty+missing_mnar_30"] = "the imbalance trap with class-dependent missing modalities"
     out["difficulty+noisy"] = "the imbalance trap with 30 % corrupted copies per modality"
     out["synergy+missing_mcar_30"] = "XOR across modalities with 30 % of each modality missing"
+    if real:
+        for ds, spec in REAL_DATASETS.items():
+            out[ds] = f"real: {spec['description']}"
+            gone = f"real: {ds} with each modality removed from 30 % of items"
+            out[f"{ds}+missing_mcar_30"] = f"{gone} at random"
+            out[f"{ds}+missing_mnar_30"] = f"{gone}, depending on the class"
     return out
 
 
@@ -564,13 +604,18 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     """Build the named scenario (see :func:`list_scenarios`) for ``seed``.
 
     ``params`` override :data:`DEFAULT_PARAMS` and the base's own knobs (e.g. ``target_easy``).
+    A real dataset's name dispatches to :func:`make_real_scenario`. Parameters that only real datasets
+    take (:data:`REAL_PARAMS`) are ignored here, so one run can mix synthetic and real scenarios.
     """
     base, over = parse_name(name)
+    if base in REAL_DATASETS:
+        return make_real_scenario(name, seed, fusion=fusion, train=train, **params)
+    params = {k: v for k, v in params.items() if k not in REAL_PARAMS}
     builder, base_defaults, description = _BASES[base]
     unknown = set(params) - set(DEFAULT_PARAMS) - set(base_defaults)
     if unknown:
         raise DataError(f"unknown scenario parameters {sorted(unknown)}; known: "
-                        f"{sorted(set(DEFAULT_PARAMS) | set(base_defaults))}")
+                        f"{sorted(set(DEFAULT_PARAMS) | set(base_defaults) | set(REAL_PARAMS))}")
     p: dict[str, Any] = {**DEFAULT_PARAMS, **base_defaults, **over, **params}
     for key in ("n_items", "n_test", "n_val", "n_classes", "mc_samples"):
         if not isinstance(p[key], (int, np.integer)) or p[key] < (2 if key == "n_classes" else 1):
@@ -646,3 +691,248 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
                     informativeness_present=info_present, chance=chance, fusion=fusion or f_def, train=train or t_def,
                     description=desc, roles=st.roles,
                     truth={"cell": s_pool["cell"], "corrupted": s_pool["corrupted"]}, process=proc)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real datasets, replayed with the simulated oracle
+# ----------------------------------------------------------------------------------------------
+REAL_DATASETS: dict[str, dict[str, Any]] = {
+    "emoji": {
+        "description": "1,906 emojis: image (Google 64-px PNG) + text (name and short names), 9 categories; "
+                       "which modality is stronger depends on the featurizers and the labelled budget",
+        "val_size": 200, "test_size": 400,
+        "roles": {"image": "emoji picture", "text": "emoji name and short names"},
+    },
+    "mfeat": {
+        "description": "UCI Multiple Features: 2,000 handwritten digits, 10 classes, two feature views "
+                       "(default fou, about 0.81 alone, + kar, about 0.95 alone: an imbalance case)",
+        "val_size": 200, "test_size": 500,
+        "roles": {},
+    },
+}
+
+# parameters only real datasets take (synthetic scenarios ignore them, so one run can mix both)
+REAL_PARAMS: dict[str, Any] = {
+    "featurizers": "simple",  # emoji: "simple" (image_pixels + text_tokens) or "pretrained" (efficientnet_lite0 + minilm)
+    "views": ("fou", "kar"),  # mfeat: 2..6 of fou fac kar pix zer mor
+    "label": "category",  # emoji: "category" (9 classes) or "subcategory" (98)
+    "val_size": None,  # None: the dataset's default (REAL_DATASETS)
+    "test_size": None,
+}
+# synthetic parameters real datasets honour; every other synthetic parameter does not apply to them
+_REAL_SHARED = ("n_items", "missing", "missing_rate", "missing_modalities", "mnar_strength")
+FEATURIZER_PRESETS = ("simple", "pretrained")
+
+
+def real_cache_dir() -> Path:
+    """Root of the real-data caches: ``$MMAL_CACHE_DIR`` if set, else ``~/.cache/mmal``.
+
+    Features live in ``<root>/features`` (the :class:`~backend.encoders.FeatureCache`), informativeness
+    estimates in ``<root>/real-informativeness``: a second run (or another worker) encodes and trains nothing.
+    """
+    env = os.environ.get("MMAL_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mmal"
+
+
+@lru_cache(maxsize=6)
+def _load_real(dataset: str, featurizers: str, views: tuple[str, ...], label: str, cache_dir: str) -> MultimodalDataset:
+    """The featurized dataset, memoised per process (read-only: callers take subsets, never mutate it)."""
+    from connectors.datasets import load_featurized
+
+    params: dict[str, Any] = {"views": views} if dataset == "mfeat" else {"label": label}
+    return load_featurized(dataset, featurizers=featurizers, cache_dir=cache_dir, progress=sys.stderr.isatty(),
+                           **params)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Fixed torch threads: an estimate must not depend on which process (or machine) computed it."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _sub_seed(*parts: Any) -> int:
+    """A 31-bit seed from a stable hash of ``parts``."""
+    return int.from_bytes(hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _inject_missing(ds: MultimodalDataset, patterns: np.ndarray, pattern_probs: np.ndarray,
+                    rng: np.random.Generator) -> MultimodalDataset:
+    """Draw a presence pattern per item given its true class (as the synthetic process does) and apply it."""
+    y = ds.true_labels
+    cum = np.cumsum(pattern_probs[y], axis=1)
+    u = rng.random(len(ds))[:, None]
+    pat = np.minimum((u >= cum).sum(axis=1), len(patterns) - 1)
+    present = patterns[pat]
+    return ds.with_masks({k: ds.masks[k] & present[:, j] for j, k in enumerate(ds.modality_names)})
+
+
+def _data_digest(*datasets: MultimodalDataset) -> str:
+    h = hashlib.sha256()
+    for ds in datasets:
+        h.update("\x00".join(map(str, ds.ids.tolist())).encode())
+        h.update(ds.true_labels.tobytes())
+        for k in ds.modality_names:
+            h.update(k.encode())
+            h.update(np.packbits(ds.masks[k]).tobytes())
+    return h.hexdigest()
+
+
+def estimate_informativeness(name: str, seed: int, pool: MultimodalDataset, test: MultimodalDataset,
+                             fusion: FusionConfig, train: TrainConfig,
+                             cache_dir: Path | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """What each modality alone can achieve on real data, estimated (no ground truth exists).
+
+    For each modality m, the scenario's own recipe is trained on the *whole* pool with every other
+    modality marked absent (the oracle's answers for every item), then scored on the test split with
+    the other modalities dropped. Returns (accuracy on every test item, as the synthetic
+    ``informativeness``, including what m's presence says; accuracy on test items having m, the
+    representation-gap reference). Cached on disk by (data, recipe, seed); computed with one torch thread.
+    """
+    names = pool.modality_names
+    blob = json.dumps({"name": name, "seed": int(seed), "data": _data_digest(pool, test),
+                       "featurizers": pool.meta.get("featurizers", {}), "fusion": fusion.to_dict(),
+                       "train": train.to_dict(), "torch": __import__("torch").__version__}, sort_keys=True, default=str)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.replace("+", "--"))
+    root = (cache_dir or real_cache_dir()) / "real-informativeness"
+    path = root / f"{safe}__s{seed}__{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        try:
+            got = json.loads(path.read_text())
+            if set(got["informativeness"]) == set(names):
+                return got["informativeness"], got["informativeness_present"]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged entry is recomputed
+    lab = pool.with_masks({})
+    lab.labels[:] = lab.true_labels
+    every, tidx = np.arange(len(lab)), np.arange(len(test))
+    info: dict[str, float] = {}
+    present: dict[str, float] = {}
+    with _torch_threads(1):
+        for m in names:
+            others = [k for k in names if k != m]
+            only = lab.with_masks({k: np.zeros(len(lab), dtype=bool) for k in others})
+            model = train_model(only, every, fusion=fusion, train=train, seed=_sub_seed("informativeness", name, seed, m))
+            pred = model.predict(test, tidx, drop=others).probs.argmax(1).cpu().numpy()
+            hit = pred == test.labels
+            info[m] = float(hit.mean())
+            has = test.masks[m]
+            present[m] = float(hit[has].mean()) if has.any() else float("nan")
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"informativeness": info, "informativeness_present": present, "key": json.loads(blob)}, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # atomic: concurrent workers only ever read complete entries
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return info, present
+
+
+def _positive_int(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise DataError(f"{key} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = None,
+                       train: TrainConfig | None = None, **params: Any) -> Scenario:
+    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat``, optionally ``+missing_{mcar,mnar}_<pct>``.
+
+    - Features come through the on-disk feature cache (:func:`real_cache_dir`), so only the first
+      build encodes anything; ``featurizers`` is ``"simple"`` (default; fast) or ``"pretrained"``.
+    - The pool / val / test split is stratified and fixed per (dataset, seed): ``emoji`` and
+      ``emoji+missing_mnar_30`` share it, so only the missingness differs. ``val_size`` / ``test_size``
+      set the split (defaults in :data:`REAL_DATASETS`), ``n_items`` (when given) caps the pool with a
+      stratified subsample; the other synthetic parameters (dims, n_test, noise, ...) do not apply and
+      are ignored.
+    - Missing modalities are injected into every split exactly as in the synthetic scenarios
+      (``missing``, ``missing_rate``, ``missing_modalities``, ``mnar_strength``): each item keeps at
+      least one modality; under MNAR the rate depends on the class.
+    - ``informativeness`` is *estimated* by :func:`estimate_informativeness` (a full-pool unimodal model
+      of the same recipe), not ground truth; ``chance`` is the largest class share of the dataset.
+    """
+    base, over = parse_name(name)
+    if base not in REAL_DATASETS:
+        raise DataError(f"'{name}' is not a real dataset; known: {', '.join(REAL_DATASETS)}")
+    ss = _seed_sequence(name, seed)
+    synthetic = set(DEFAULT_PARAMS) | {k for _, d, _ in _BASES.values() for k in d}
+    unknown = set(params) - set(REAL_PARAMS) - synthetic
+    if unknown:
+        raise DataError(f"unknown scenario parameters {sorted(unknown)}; real datasets take "
+                        f"{sorted(set(REAL_PARAMS) | set(_REAL_SHARED))}")
+    spec = REAL_DATASETS[base]
+    p: dict[str, Any] = {**REAL_PARAMS, **{k: DEFAULT_PARAMS[k] for k in _REAL_SHARED if k != "n_items"},
+                         **over, **{k: v for k, v in params.items() if k in REAL_PARAMS or k in _REAL_SHARED}}
+    if p["featurizers"] not in FEATURIZER_PRESETS:
+        raise DataError(f"featurizers must be one of {FEATURIZER_PRESETS}, got {p['featurizers']!r}")
+    if isinstance(p["views"], str) or not isinstance(p["views"], (list, tuple)):
+        raise DataError(f"views must be a list of mfeat view names, got {p['views']!r}")
+    p["views"] = tuple(str(v) for v in p["views"])
+    val_size = _positive_int("val_size", p["val_size"] if p["val_size"] is not None else spec["val_size"])
+    test_size = _positive_int("test_size", p["test_size"] if p["test_size"] is not None else spec["test_size"])
+    cap = _positive_int("n_items", p["n_items"]) if p.get("n_items") is not None else None
+
+    cache = real_cache_dir()
+    full = _load_real(base, str(p["featurizers"]), p["views"], str(p["label"]), str(cache / "features"))
+    names = full.modality_names
+    c = full.n_classes
+    # the split depends on (dataset, seed) only: every variant of the dataset shares it
+    split_seed = _sub_seed("split", base, seed)
+    from connectors.datasets import split_dataset
+
+    pool, val, test = split_dataset(full, n_val=val_size, n_test=test_size, seed=split_seed)
+    if cap is not None and cap < len(pool):
+        _, _, pool = split_dataset(pool, n_val=0, n_test=cap, seed=_sub_seed("cap", base, seed))
+        pool.labels[:] = UNLABELED
+    patterns, pattern_probs = _presence(p, names, c)
+    g_pool, g_val, g_test = (np.random.default_rng(s) for s in ss.spawn(3))
+    if len(patterns) > 1:
+        pool = _inject_missing(pool, patterns, pattern_probs, g_pool)
+        val = _inject_missing(val, patterns, pattern_probs, g_val)
+        test = _inject_missing(test, patterns, pattern_probs, g_test)
+    for split, ds in (("pool", pool), ("val", val), ("test", test)):
+        ds.meta.update({"scenario": name, "seed": int(seed), "split": split})
+
+    f_def, t_def = default_recipe(base, c)
+    fusion, train = fusion or f_def, train or t_def
+    info, info_present = estimate_informativeness(name, seed, pool, test, fusion, train, cache)
+    chance = float(np.bincount(full.true_labels, minlength=c).max() / len(full))
+    info = {**info, "chance": chance}
+
+    params_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
+    if base != "mfeat":
+        params_out.pop("views")
+    if base != "emoji":
+        params_out.pop("label")
+        params_out.pop("featurizers")
+    params_out.update(base=base, dataset=base, seed=int(seed), val_size=val_size, test_size=test_size,
+                      split_seed=split_seed, featurizer_identities=full.meta.get("featurizers", {}),
+                      informativeness="estimated: the same recipe trained on the whole pool with only that modality, "
+                                      "scored on the test split")
+    desc = f"real: {spec['description']}"
+    if base == "mfeat":
+        desc += f"; views {', '.join(p['views'])}"
+    else:
+        used = {k: str(v).split("@")[0] for k, v in (full.meta.get("featurizers") or {}).items()}
+        desc += f"; {p['featurizers']} featurizers ({', '.join(f'{k}: {v}' for k, v in used.items())})"
+    if len(patterns) > 1:
+        which = p.get("missing_modalities") or names
+        desc += f"; each of {list(which)} removed from {int(round(100 * p['missing_rate']))} % of items " \
+                f"({'completely at random' if p['missing'] == 'mcar' else 'depending on the class'})"
+    roles = dict(spec["roles"])
+    if base == "mfeat":
+        from connectors.datasets.mfeat import VIEWS
+
+        roles = {v: VIEWS[v][1] for v in names}
+    return Scenario(name=name, params=params_out, pool=pool, val=val, test=test, informativeness=info,
+                    informativeness_present=info_present, chance=chance, fusion=fusion, train=train,
+                    description=desc, roles=roles, truth={}, process=None, informativeness_kind="estimated")
