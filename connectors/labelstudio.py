@@ -26,6 +26,25 @@ class LabelStudioError(RuntimeError):
     """A Label Studio request that failed; the message names the call and the project/task."""
 
 
+def _failure(what: str, exc: Exception) -> LabelStudioError:
+    """A LabelStudioError that names the call, the HTTP status and Label Studio's answer.
+
+    Why not ``str(exc)``: the SDK's ApiError message carries every *response header*, ``set-cookie:
+    sessionid=...`` included, and these messages end up in worker logs and in ``/status``.
+    """
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        return LabelStudioError(f"{what}: {type(exc).__name__}: {exc}")
+    body = getattr(exc, "body", None)
+    detail = body.get("detail") or body if isinstance(body, dict) else body
+    return LabelStudioError(f"{what}: HTTP {status}: {str(detail)[:300]}")
+
+
+def _cause(exc: Exception) -> Exception | None:
+    """The exception to chain: none for an SDK ApiError (its text holds the response headers, see _failure)."""
+    return None if getattr(exc, "status_code", None) is not None else exc
+
+
 def _dump(obj: Any) -> dict[str, Any]:
     """SDK pydantic objects -> plain dicts (with Label Studio's field names)."""
     if isinstance(obj, Mapping):
@@ -84,7 +103,7 @@ class LabelStudioConnector:
         try:
             return _dump(self.sdk.projects.get(id=int(project_id)))
         except Exception as exc:
-            raise LabelStudioError(f"reading project {project_id}: {exc}") from exc
+            raise _failure(f"reading project {project_id}", exc) from _cause(exc)
 
     def create_project(self, title: str, label_config: str, **fields: Any) -> int:
         """Create a project; returns its id."""
@@ -99,7 +118,7 @@ class LabelStudioConnector:
         try:
             self.sdk.projects.update(id=int(project_id), model_version=version)
         except Exception as exc:
-            raise LabelStudioError(f"setting model_version {version!r} of project {project_id}: {exc}") from exc
+            raise _failure(f"setting model_version {version!r} of project {project_id}", exc) from _cause(exc)
 
     def delete_model_version(self, project_id: int, version: str) -> int:
         """Delete every prediction of ``version`` in the project; returns how many were deleted."""
@@ -141,7 +160,7 @@ class LabelStudioConnector:
             for task in self.sdk.tasks.list(**kwargs):
                 yield _dump(task)
         except Exception as exc:  # the SDK raises its own ApiError types
-            raise LabelStudioError(f"listing tasks of project {project_id}: {exc}") from exc
+            raise _failure(f"listing tasks of project {project_id}", exc) from _cause(exc)
 
     def pull_tasks(self, project_id: int, *, page_size: int = 500) -> list[dict[str, Any]]:
         """All tasks of the project with their annotations: what a training job learns from."""
@@ -172,7 +191,7 @@ class LabelStudioConnector:
             try:
                 resp = self.sdk.projects.import_predictions(id=int(project_id), request=part)
             except Exception as exc:
-                raise LabelStudioError(f"importing {len(part)} predictions into project {project_id}: {exc}") from exc
+                raise _failure(f"importing {len(part)} predictions into project {project_id}", exc) from _cause(exc)
             created += int(getattr(resp, "created", None) or len(part))
         return created
 
@@ -196,7 +215,7 @@ class LabelStudioConnector:
         try:
             backend = _dump(self.sdk.ml.create(**kwargs))
         except Exception as exc:
-            raise LabelStudioError(f"registering backend {url} for project {project_id}: {exc}") from exc
+            raise _failure(f"registering backend {url} for project {project_id}", exc) from _cause(exc)
         if basic_auth is not None:
             self.protect_webhook(project_id, url, basic_auth)
         return backend

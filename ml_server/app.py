@@ -15,6 +15,9 @@ Basic auth protects everything but ``/health`` when ``BASIC_AUTH_USER`` and ``BA
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import secrets
 import threading
@@ -26,6 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from ml_server import jobs
 from ml_server.label_config import LabelConfigError, parse_label_config
@@ -138,6 +142,99 @@ class BackendState:
         return self._strategies[cache_key]
 
 
+def _basic_auth_ok(header: bytes | None, settings: Settings) -> bool:
+    """Whether an ``Authorization`` header carries the configured Basic credentials (constant-time compare)."""
+    if not header or not header[:6].lower() == b"basic ":
+        return False
+    try:
+        user, sep, password = base64.b64decode(header[6:].strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    return bool(sep) and secrets.compare_digest(user, str(settings.basic_auth_user).encode()) \
+        and secrets.compare_digest(password, str(settings.basic_auth_pass).encode())
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    media = (content_type or b"").split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+class RequestGate:
+    """Pure ASGI middleware in front of every route, so nothing reaches a handler unchecked:
+
+    - basic auth (when set) on every path but ``/health``, unknown paths and the OpenAPI docs included,
+      answered 401 before the body is read;
+    - a request body must be JSON (``Content-Type: application/json``), else 415 naming the type sent;
+    - a request body larger than ``MMAL_MAX_REQUEST_BYTES`` is refused with 413, by its Content-Length
+      before reading anything, or while reading a chunked body (at most the limit is ever buffered).
+    """
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.settings.auth_enabled and scope.get("path") != "/health" \
+                and not _basic_auth_ok(headers.get(b"authorization"), self.settings):
+            await _reply(send, 401, "authentication required", {"www-authenticate": 'Basic realm="mmal"'})
+            return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.settings.max_request_bytes
+        length = headers.get(b"content-length")
+        declared = int(length) if length is not None and length.isdigit() else None
+        has_body = (declared or 0) > 0 or b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if has_body and not _is_json(headers.get(b"content-type")):
+            sent = headers.get(b"content-type", b"").decode("latin-1")[:100] or "none"
+            await _reply(send, 415, f"request body must be JSON (Content-Type: application/json), got {sent!r}")
+            return
+        if declared is not None and declared > limit:
+            await _reply(send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                                    "(MMAL_MAX_REQUEST_BYTES)")
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                await _reply(send, 413, f"request body exceeds the limit of {limit} bytes (MMAL_MAX_REQUEST_BYTES)")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(send: Callable, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    # close the connection: a refused body may still be arriving (endless, or 1 GB), and uvicorn would
+    # otherwise read and discard it for as long as the client sends
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+           (b"connection", b"close")]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _auth_dependency(settings: Settings):
     basic = HTTPBasic(auto_error=False)
 
@@ -160,7 +257,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = BackendState(settings)
     app = FastAPI(title="mmal Label Studio ML backend", version="1")
     app.state.backend = state
-    auth = [Depends(_auth_dependency(settings))]
+    # RequestGate enforces auth on every path; the dependency documents it in the OpenAPI schema. Without
+    # auth there is no dependency at all, so a stray Authorization header is ignored (not a 401).
+    auth = [Depends(_auth_dependency(settings))] if settings.auth_enabled else []
+    app.add_middleware(RequestGate, settings=settings)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -181,7 +281,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status_code=422, detail=f"project {body.project!r} is not '<id>.<timestamp>'")
         if body.label_schema:
             try:
-                parse_label_config(body.label_schema)
+                from ml_server.dataset import modality_specs
+
+                # the same check the training job makes: two modalities this backend can featurize
+                modality_specs(parse_label_config(body.label_schema), settings.featurizers, settings.featurizer_params)
             except LabelConfigError as exc:
                 raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
         try:
@@ -210,9 +313,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.exception("project %s: cannot load the current model: %s", pid, exc)
             if loaded is not None and (before is None or before.version != loaded.version):
                 state.metrics.model_reloads.inc()
-        items = predict_tasks(pid, body.tasks, body.label_config, loaded, state.fetcher_factory(pid),
+        tasks = [t.model_dump(exclude_unset=True) for t in body.tasks]
+        items = predict_tasks(pid, tasks, body.label_config, loaded, state.fetcher_factory(pid),
                               state.feature_cache(), state.strategy_for)
-        if len(items) != len(body.tasks):  # Label Studio drops everything on a count mismatch
+        if len(items) != len(tasks):  # Label Studio drops everything on a count mismatch
             raise HTTPException(status_code=500, detail="internal error: prediction count mismatch")
         state.metrics.predictions.labels("model" if loaded else "cold_start").inc(len(items))
         state.metrics.predict_seconds.observe(time.perf_counter() - t0)
@@ -227,11 +331,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pid = project.get("id")
         elif isinstance(project, int):
             pid = project
-        if action not in jobs.TRAINING_ACTIONS or not isinstance(pid, int):
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 10**18:
+            pid = None  # True is an int to Python, not a project id
+        if action not in jobs.TRAINING_ACTIONS or pid is None:
             state.metrics.webhooks.labels(action, "ignored").inc()
             return WebhookResponse(status="ignored", action=action, project=pid if isinstance(pid, int) else None)
         try:
+            # Label Studio is the source of truth and every job pulls all of it, so a webhook is only a "when";
+            # a duplicate or an out-of-order copy of an event already seen asks for nothing new
+            events = jobs.webhook_events(action, body.model_dump())
+            if not jobs.events_fresh(state.redis, pid, events):
+                pending = jobs.pending_job(state.redis, pid)
+                outcome_status = "coalesced" if pending else "ignored"
+                state.metrics.webhooks.labels(action, "duplicate").inc()
+                return WebhookResponse(status=outcome_status, action=action, project=pid, job_id=pending,
+                                       reason="duplicate or out-of-order event: already seen")
             outcome = jobs.request_training(state.redis, settings, pid, reason=action)
+            jobs.mark_events(state.redis, pid, events)
         except Exception as exc:
             state.metrics.webhooks.labels(action, "error").inc()
             log.error("webhook %s for project %s: cannot enqueue training: %s", action, pid, exc)
@@ -270,9 +386,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             training: dict[str, Any] = {"state": "unknown" if not redis_ok else "idle"}
             if redis_ok:
                 record = jobs.get_status(state.redis, pid)
-                training = {"state": record.get("state", "idle"), **jobs.training_state(state.redis, pid),
+                train_state, last_error = jobs.effective_state(state.redis, record)
+                training = {"state": train_state, **jobs.training_state(state.redis, pid),
                             "trainings": jobs.training_count(state.redis, pid), "job_id": record.get("job_id"),
-                            "updated_at": record.get("updated_at"), "last_error": record.get("last_error"),
+                            "updated_at": record.get("updated_at"), "last_error": last_error,
                             "n_labeled": record.get("n_labeled"), "min_annotations": record.get("min_annotations")}
             diagnostics = record.get("diagnostics")
             if diagnostics is None and version is not None:
@@ -294,7 +411,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return VersionsResponse(versions=found)
 
     @app.post("/job_status", response_model=JobStatusResponse, dependencies=auth)
-    async def job_status(request: Request) -> JobStatusResponse:
+    async def job_status(request: Request) -> JobStatusResponse | JSONResponse:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
@@ -310,6 +427,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_value = job.get_status(refresh=True)
         except NoSuchJobError:
             return JobStatusResponse(job_status="removed")
+        except RedisError as exc:
+            return JSONResponse(status_code=503, content={"detail": f"training queue unavailable: {exc}"})
         return JobStatusResponse(job_status=str(getattr(status_value, "value", status_value)))
 
     return app

@@ -130,13 +130,16 @@ def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
     recently updated one; with ``choice="multiple"`` the first chosen class is used.
     """
     candidates = []
-    for ann in task.get("annotations") or []:
+    annotations = task.get("annotations")
+    for ann in annotations if isinstance(annotations, list) else []:
         if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
             continue
-        choice = annotation_choice(ann.get("result") or [], config)
+        result = ann.get("result")
+        choice = annotation_choice(result, config) if isinstance(result, list) else None
         if choice is not None:
+            ann_id = ann.get("id")
             candidates.append((bool(ann.get("ground_truth")), str(ann.get("updated_at") or ""),
-                               int(ann.get("id") or 0), choice))
+                               ann_id if isinstance(ann_id, int) else 0, choice))
     if not candidates:
         return None
     return max(candidates)[3]
@@ -147,9 +150,10 @@ def annotation_choice(result: Iterable[Any], config: LabelConfig) -> str | None:
     for region in result:
         if not isinstance(region, Mapping) or region.get("from_name") != config.control.name:
             continue
-        choices = (region.get("value") or {}).get("choices") or []
-        for c in choices:
-            if c in config.control.choices:
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, Mapping) else None
+        for c in choices if isinstance(choices, list) else []:
+            if isinstance(c, str) and c in config.control.choices:
                 return c
     return None
 

@@ -252,7 +252,9 @@ class Fetcher:
         chunks: list[bytes] = []
         total = 0
         try:
-            for chunk in response.iter_bytes(65536):
+            # no chunk_size: httpx would buffer up to it, so a body trickling a byte at a time would never
+            # reach the deadline check below (and no read timeout fires while bytes keep coming)
+            for chunk in response.iter_bytes():
                 total += len(chunk)
                 if total > limit:
                     raise FetchError(f"{_short(url)!r}: body exceeds the limit of {limit} bytes")

@@ -61,6 +61,24 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('DEL', KEYS[3])
 return 1
 """
+_TAKEOVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('DEL', KEYS[2])
+return 1
+"""
+_MARK_SEEN = """
+local fresh = 0
+for i = 1, #ARGV - 1, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    fresh = 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV]))
+return fresh
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DEL', KEYS[2]) return 1 end
@@ -177,7 +195,11 @@ def request_training(conn: redis.Redis, settings: Settings, project_id: int, rea
     else:
         return {"status": "coalesced", "job_id": current}
     try:
-        retry = Retry(max=settings.job_retries, interval=settings.job_retry_interval) if settings.job_retries else None
+        retry = None
+        if settings.job_retries:
+            # exponential backoff: a Label Studio that is briefly down gets time to come back
+            retry = Retry(max=settings.job_retries,
+                          interval=[settings.job_retry_interval * 2**k for k in range(settings.job_retries)])
         training_queue(conn, settings).enqueue_call(
             TRAIN_FUNC, args=(pid,), kwargs={"reason": reason}, job_id=job_id, timeout=settings.job_timeout,
             result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, retry=retry,
@@ -187,6 +209,113 @@ def request_training(conn: redis.Redis, settings: Settings, project_id: int, rea
         raise
     set_status(conn, pid, queued_at=time.time(), queued_job=job_id)
     return {"status": "queued", "job_id": job_id}
+
+
+# --- duplicate and out-of-order webhooks -------------------------------------------------------------------------
+SEEN_TTL = 30 * 24 * 3600
+_DELETED = 10**18  # "newer than any update": an annotation id is never reused by Label Studio
+
+
+def _stamp(value: Any) -> int | None:
+    """Label Studio's ``updated_at`` (ISO 8601) as integer microseconds, or None when absent/unparsable."""
+    if not isinstance(value, str) or not value:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def webhook_events(action: str, payload: dict[str, Any]) -> list[tuple[str, int]]:
+    """What an annotation webhook reports, as (field, stamp) pairs a later copy of it cannot beat.
+
+    ``a:<id>`` -> the annotation's ``updated_at``: a second delivery (duplicate) or an older version arriving
+    after a newer one (out of order) has a stamp no greater than the one seen. A deletion stamps ``d:<id>`` and
+    lifts ``a:<id>`` above every update. Empty (never deduplicated) when the payload lacks ids or times, and
+    for START_TRAINING, an explicit request.
+    """
+    if action == "START_TRAINING":
+        return []
+    annotations = payload.get("annotations")
+    if not isinstance(annotations, list):
+        annotations = [payload.get("annotation")]
+    deleted = action in ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
+    events: list[tuple[str, int]] = []
+    for ann in annotations:
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if isinstance(ann_id, bool) or not isinstance(ann_id, int):
+            return []
+        if deleted:
+            events += [(f"d:{ann_id}", 1), (f"a:{ann_id}", _DELETED)]
+            continue
+        stamp = _stamp(ann.get("updated_at"))
+        if stamp is None:
+            return []
+        events.append((f"a:{ann_id}", stamp))
+    return events
+
+
+def events_fresh(conn: redis.Redis, project_id: int, events: list[tuple[str, int]]) -> bool:
+    """Whether any event is newer than what the project has seen (no events: always fresh)."""
+    if not events:
+        return True
+    seen = conn.hmget(key("seen", project_id), [f for f, _ in events])
+    return any(cur is None or int(float(cur)) < stamp for cur, (_, stamp) in zip(seen, events))
+
+
+def mark_events(conn: redis.Redis, project_id: int, events: list[tuple[str, int]]) -> None:
+    """Remember ``events`` (keeps the newest stamp per field, atomically)."""
+    if events:
+        args: list[Any] = [x for pair in events for x in pair] + [SEEN_TTL]
+        conn.register_script(_MARK_SEEN)(keys=[key("seen", project_id)], args=args)
+
+
+def pending_job(conn: redis.Redis, project_id: int) -> str | None:
+    """The id of the live job waiting to train the project, if any."""
+    current = conn.get(key("pending", project_id))
+    if current is None:
+        return None
+    current = current.decode()
+    return current if _job_is_live(conn, current) else None
+
+
+# --- liveness of the job that holds a project's lock --------------------------------------------------------
+def job_alive(conn: redis.Redis, job_id: str) -> bool:
+    """Whether ``job_id`` is still running: RQ status STARTED and its worker still sends heartbeats.
+
+    False after a SIGKILLed work horse (its worker marks the job failed or schedules its retry) and after
+    a SIGKILLed worker (its heartbeat key expires). Jobs run outside RQ (``inline-``) count as alive.
+    """
+    if job_id.startswith("inline-"):
+        return True
+    try:
+        job = Job.fetch(job_id, connection=conn)
+    except NoSuchJobError:
+        return False
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return False
+    worker = job.worker_name
+    return not worker or bool(conn.exists(f"rq:worker:{worker}"))
+
+
+def effective_state(conn: redis.Redis, record: dict[str, Any]) -> tuple[str, str | None]:
+    """(state, error) for /status: a "training" whose job died without finishing reads "interrupted"."""
+    state = record.get("state", "idle")
+    job_id = record.get("job_id")
+    if state == "training" and isinstance(job_id, str) and not job_alive(conn, job_id):
+        try:
+            rq_status = Job.fetch(job_id, connection=conn).get_status(refresh=False)
+            rq_status = getattr(rq_status, "value", rq_status)
+        except NoSuchJobError:
+            rq_status = "gone"
+        return "interrupted", (f"training job {job_id} stopped without finishing (work horse or worker killed); "
+                               f"RQ status: {rq_status}")
+    return state, record.get("last_error")
 
 
 def queue_depth(conn: redis.Redis, settings: Settings) -> int:
@@ -218,6 +347,16 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     acquire = conn.register_script(_ACQUIRE)
     got = acquire(keys=[key("pending", pid), key("running", pid), key("dirty", pid)],
                   args=[job_id, base.job_timeout + 60])
+    if not got:
+        holder = conn.get(key("running", pid))
+        holder = holder.decode() if holder else None
+        if holder and not job_alive(conn, holder):
+            # the holder was killed without releasing its lock (SIGKILL, OOM): do not wait for the lock's TTL
+            takeover = conn.register_script(_TAKEOVER)
+            got = takeover(keys=[key("running", pid), key("dirty", pid)], args=[holder, job_id, base.job_timeout + 60])
+            if got:
+                log.warning("project %s: took over the training lock of job %s, which died without finishing",
+                            pid, holder)
     if not got:
         log.info("project %s: another job is training; marked dirty for one follow-up", pid)
         return {"status": "deferred", "project": pid, "job_id": job_id}

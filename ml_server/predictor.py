@@ -35,14 +35,15 @@ def parse_project_id(project: Any, tasks: list[Mapping[str, Any]] | None = None)
     if isinstance(project, bool):
         return None
     if isinstance(project, int):
-        return project
+        return project if 0 <= project < 10**18 else None
     if isinstance(project, str) and project.strip():
         head = project.strip().split(".", 1)[0]
-        if head.isdigit():
+        # ASCII digits only ('²'.isdigit() is True), and short enough to be an id and a file name
+        if head.isascii() and head.isdigit() and len(head) <= 18:
             return int(head)
     for t in tasks or []:
         pid = t.get("project") if isinstance(t, Mapping) else None
-        if isinstance(pid, int):
+        if isinstance(pid, int) and not isinstance(pid, bool) and 0 <= pid < 10**18:
             return pid
     return None
 
@@ -114,12 +115,13 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
     meta = loaded.meta
     specs = [ModalitySpec.from_dict(d) for d in meta["modalities"]]
     model = loaded.model
-    # tasks without an integer id still need an answer: give them temporary negative ids
-    fixed = []
-    for k, t in enumerate(tasks):
-        if not isinstance(t.get("id"), int):
-            t = dict(t, id=-(k + 1))
-        fixed.append(t)
+    # tasks without an integer id, or a batch that repeats an id, still need one answer per task: the rows
+    # then get temporary ids by position (the dataset needs unique ids; answers are matched by position)
+    ids = [t.get("id") for t in tasks]
+    if all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids):
+        fixed = list(tasks)
+    else:
+        fixed = [dict(t, id=-(k + 1)) for k, t in enumerate(tasks)]
     fetcher: Fetcher | None = fetcher_factory()
     try:
         td = build_task_dataset(fixed, config, specs, fetcher, cache, with_labels=False)

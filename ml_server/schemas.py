@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class _Loose(BaseModel):
@@ -42,10 +42,27 @@ class PredictParams(_Loose):
     context: Any = None
 
 
+INT64_MAX = 2**63 - 1
+
+
+class Task(_Loose):
+    """One task of ``POST /predict``. The fields the backend reads are typed, so a malformed task is a 422
+    that names it (``tasks.3.data``) instead of a failure deep inside featurizing; the rest passes through.
+    A ``data`` object is required (Label Studio always sends one); a key missing *inside* it is a missing
+    modality, which the model handles."""
+
+    data: dict[str, Any]
+    id: StrictInt | None = Field(None, ge=-INT64_MAX, le=INT64_MAX)
+    annotations: list[Any] | None = None
+    total_annotations: int | None = None
+    cancelled_annotations: int | None = None
+    is_labeled: bool | None = None
+
+
 class PredictRequest(_Loose):
     """``POST /predict``: full task objects, the project uid, the label config."""
 
-    tasks: list[dict[str, Any]]
+    tasks: list[Task]
     project: str | None = None
     label_config: str | None = None
     params: PredictParams | None = None
@@ -89,6 +106,7 @@ class WebhookResponse(BaseModel):
     action: str
     project: int | None = None
     job_id: str | None = None
+    reason: str | None = None  # why nothing was queued (e.g. a duplicate event)
 
 
 class JobStatusRequest(_Loose):

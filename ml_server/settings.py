@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     prediction_chunk: int = Field(500, ge=1, validation_alias=AliasChoices("MMAL_PREDICTION_CHUNK",
                                                                           "prediction_chunk"),
                                   description="Predictions per bulk import request to Label Studio.")
+    max_request_bytes: int = Field(100_000_000, ge=1024, validation_alias=AliasChoices("MMAL_MAX_REQUEST_BYTES",
+                                                                                       "max_request_bytes"),
+                                   description="Largest request body the server accepts (413 above it); "
+                                               "/predict batches with inline data: images are the big ones.")
     # --- remote task data ----------------------------------------------------------------------------
     fetch_max_bytes: int = Field(20_000_000, ge=1, validation_alias=AliasChoices("MMAL_FETCH_MAX_BYTES",
                                                                                   "fetch_max_bytes"))
