@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis
 
 from backend.data import UNLABELED, MultimodalDataset, Pool
 from backend.models.fusion import FusionConfig
@@ -47,3 +48,32 @@ def problem():
 def problem3():
     """(model, dataset, pool): 3 vector modalities 'a', 'b', 'c' with ~20 % of 'c' missing."""
     return make_problem(3)
+
+
+@pytest.fixture(scope="module")
+def labelstudio():
+    """A real Label Studio 1.23.2 (own venv, template data dir) for the module's tests."""
+    from ml_server.ls_process import start_label_studio
+
+    ls = start_label_studio()
+    yield ls
+    ls.stop()
+
+
+@pytest.fixture(scope="module")
+def lsc(labelstudio):
+    """The SDK connector to that Label Studio."""
+    from connectors.labelstudio import LabelStudioConnector
+
+    c = LabelStudioConnector(labelstudio.url, labelstudio.token)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def rconn(request):
+    """The real Redis database named by the test module's ``REDIS_URL``, flushed before and after."""
+    conn = redis.Redis.from_url(request.module.REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()

@@ -24,7 +24,6 @@ from connectors.labelstudio import LabelStudioConnector, LabelStudioError
 from ml_server import jobs
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project
-from ml_server.ls_process import start_label_studio
 from ml_server.model_store import ModelStore
 from ml_server.settings import Settings
 from ml_server.training import build_version, make_fetcher, publish
@@ -33,26 +32,6 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def labelstudio():
-    ls = start_label_studio()
-    yield ls
-    ls.stop()
-
-
-@pytest.fixture(scope="module")
-def lsc(labelstudio):
-    c = LabelStudioConnector(labelstudio.url, labelstudio.token)
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def rconn():
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
 
 
 @pytest.fixture()

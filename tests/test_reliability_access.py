@@ -27,7 +27,7 @@ from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project
-from ml_server.ls_process import free_port, start_label_studio
+from ml_server.ls_process import free_port
 from ml_server.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -54,19 +54,6 @@ def every_route(app) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def labelstudio():
-    ls = start_label_studio()
-    yield ls
-    ls.stop()
-
-
-@pytest.fixture()
-def rconn():
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -43,7 +43,7 @@ from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project, emoji_tasks
-from ml_server.ls_process import free_port, start_label_studio
+from ml_server.ls_process import free_port
 from ml_server.model_store import ModelStore
 from ml_server.settings import Settings
 from tests.test_ml_server_protocol import labelled_emoji_project, make_settings, train_version
@@ -54,26 +54,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def labelstudio():
-    ls = start_label_studio()
-    yield ls
-    ls.stop()
-
-
-@pytest.fixture(scope="module")
-def lsc(labelstudio):
-    c = LabelStudioConnector(labelstudio.url, labelstudio.token)
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def rconn():
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
 
 
 def worker_env(tmp_path: Path, ls_url: str, token: str, **extra: str) -> dict[str, str]:
