@@ -119,7 +119,11 @@ class BackendState:
         with self._lock:
             conn = self._connectors.get((url, token))
             if conn is None:
-                conn = self._connectors[(url, token)] = LabelStudioConnector(url, token)
+                try:
+                    conn = self._connectors[(url, token)] = LabelStudioConnector(url, token)
+                except ValueError as exc:  # e.g. a setup stored by an older version, before /setup checked it
+                    log.warning("project %s: cannot reach Label Studio: %s", project_id, exc)
+                    return None, self.settings.label_studio_url
         return conn, url
 
     def fetcher_factory(self, project_id: int | None) -> Callable[[], Any]:

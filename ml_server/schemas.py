@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 
 class _Loose(BaseModel):
@@ -30,6 +30,23 @@ class SetupRequest(_Loose):
     access_token: str | None = None
     extra_params: dict[str, Any] | str | None = None
     model_version: str | None = None
+
+    @field_validator("hostname")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """Label Studio reports its own base URL here; anything else could never be reached, so it is a 422
+        now rather than a failed training job later."""
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be Label Studio's base URL starting with http:// or https://, got {value[:100]!r}")
+        return value
+
+    @field_validator("access_token")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        """The token goes into an HTTP header: printable ASCII only (Label Studio's tokens always are)."""
+        if value and not (value.isascii() and value.isprintable() and " " not in value.strip()):
+            raise ValueError("must be a Label Studio API token (printable ASCII, no spaces)")
+        return value
 
 
 class SetupResponse(BaseModel):

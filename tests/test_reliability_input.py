@@ -135,6 +135,28 @@ def test_malformed_json_and_odd_project_ids(client, rconn):
     assert rconn.keys("rq:queue:*") == []  # nothing was enqueued for project True == 1
 
 
+def test_unreachable_label_studio_hostname_is_refused_and_never_a_500(client, settings, trained_project, rconn):
+    """/setup refuses a hostname that is not an http(s) URL (422 naming the field); a bad one already stored
+    (an older version, or written by hand) makes the task data unreachable, not the request a 500."""
+    for hostname in ("\U00035ac8\u00f3", "ftp://ls.example", "localhost:8080", "javascript:alert(1)"):
+        r = client.post("/setup", json={"project": "1.1700000000", "hostname": hostname, "access_token": "t"})
+        assert r.status_code == 422, hostname
+        assert r.json()["detail"][0]["loc"] == ["body", "hostname"], hostname
+    for token in ("t\u00f3ken", "a\nb", "two words"):
+        r = client.post("/setup", json={"project": "1.1700000000", "hostname": "http://ls:8080", "access_token": token})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "access_token"], token
+    assert client.post("/setup", json={"project": "1.1700000000", "hostname": ""}).status_code == 200
+
+    from ml_server import jobs
+
+    config, _ = _with_model(settings, trained_project)
+    jobs.save_project_setup(rconn, 1, {"label_config": config, "hostname": "not a url", "access_token": "t"})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as fresh_client:  # reads Redis afresh
+        r = fresh_client.post("/predict", json={"tasks": [{"id": 5, "data": {"image": "/data/upload/1/x.png"}}],
+                                                "project": "1.1700000000", "label_config": config})
+    assert r.status_code == 200 and len(r.json()["results"]) == 1
+
+
 def test_task_data_problems_are_missing_modalities_not_errors(client, settings, trained_project, caplog):
     """By design a missing data key, an empty value or bytes that are not an image make that modality
     *missing* for that task (the fusion model is trained for missing modalities) and the task is still
