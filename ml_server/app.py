@@ -304,7 +304,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    "setup_at": time.time()})
         return SetupResponse(model_version=state.store.current_version(pid) or UNTRAINED_VERSION)
 
-    @app.post("/predict", response_model=PredictResponse, dependencies=auth)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, dependencies=auth)
     def predict(body: PredictRequest) -> PredictResponse:
         t0 = time.perf_counter()
         pid = parse_project_id(body.project, body.tasks)
@@ -322,6 +322,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               state.feature_cache(), state.strategy_for)
         if len(items) != len(tasks):  # Label Studio drops everything on a count mismatch
             raise HTTPException(status_code=500, detail="internal error: prediction count mismatch")
+        if items and all("error" in item for item in items):  # nothing to keep: say what is wrong, as a 4xx
+            state.metrics.predict_seconds.observe(time.perf_counter() - t0)
+            raise HTTPException(status_code=422, detail=[
+                {"loc": ["body", "tasks", i], "msg": item["error"], "type": "task_data"} for i, item in enumerate(items)])
         state.metrics.predictions.labels("model" if loaded else "cold_start").inc(len(items))
         state.metrics.predict_seconds.observe(time.perf_counter() - t0)
         return PredictResponse.model_validate({"results": items})

@@ -2,8 +2,12 @@
 
 Used by the training job (every task of a project, labels from annotations) and by ``/predict`` (a batch
 of tasks, no labels), with the same featurizers, so a task is encoded identically in both. A modality
-that is absent from a task's data, empty, unfetchable or undecodable is marked missing for that task
-(the fusion model handles missing modalities); the task is still predicted from what it has.
+that is absent from a task's data (or empty) is *missing* for that task: a missing modality is
+first-class, the fusion model is trained for it, and the task is predicted from what it has. A value
+that is there but unusable (not a URL, refused or failed fetch, bytes that are not an image) is a
+*problem* of that task, recorded with the field it concerns (``data.image: ...``), as is a task with no
+usable value at all: training still uses the rest of the task (the bad modality counts as missing),
+``/predict`` answers such a task with an error instead of a prediction (see ml_server/predictor.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from backend.data import UNLABELED, DataError, MultimodalDataset
 from backend.encoders import FeatureCache, Featurizer, featurize, get_featurizer
+from backend.encoders.base import ItemError
 from ml_server.fetch import Fetcher, FetchError
 from ml_server.label_config import LabelConfig, LabelConfigError
 
@@ -96,24 +101,31 @@ def _as_text(value: Any) -> str | None:
 
 
 def raw_value(spec: ModalitySpec, kind: str, task: Mapping[str, Any], fetcher: Fetcher | None,
-              errors: Counter) -> Any:
-    """The raw input of one modality of one task (bytes for URL-valued tags, str for text), or None."""
+              errors: Counter, problems: list[str] | None = None) -> Any:
+    """The raw input of one modality of one task (bytes for URL-valued tags, str for text), or None.
+
+    None for a missing value; for an unusable one too, after appending ``data.<key>: <reason>`` to
+    ``problems``."""
     data = task.get("data") or {}
     value = data.get(spec.data_key)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    where = f"data.{spec.data_key}"
     if spec.url_valued:
         if not isinstance(value, str):
             errors[f"{spec.name}: not a URL"] += 1
+            _note(problems, f"{where}: expected a URL string for <{spec.tag_type}>, got {type(value).__name__}")
             return None
         if fetcher is None:
             errors[f"{spec.name}: no fetcher"] += 1
+            _note(problems, f"{where}: cannot fetch (no fetcher configured)")
             return None
         try:
             data_bytes = fetcher.fetch(value)
         except (FetchError, DataError) as exc:
             log.warning("task %s, %s: %s", task.get("id"), spec.name, exc)
             errors[f"{spec.name}: {type(exc).__name__}"] += 1
+            _note(problems, f"{where}: {exc}")
             return None
         if kind == "text":
             return data_bytes.decode("utf-8", errors="replace")
@@ -121,6 +133,26 @@ def raw_value(spec: ModalitySpec, kind: str, task: Mapping[str, Any], fetcher: F
     if kind == "text" or isinstance(value, (list, dict)):
         return _as_text(value)
     return value
+
+
+def _note(problems: list[str] | None, message: str) -> None:
+    if problems is not None:
+        problems.append(message)
+
+
+def no_usable_value(task: Mapping[str, Any], data_keys: Iterable[str]) -> str | None:
+    """The problem of a task whose data has no non-empty value for any key the label config reads
+    (every modality missing: nothing to predict from), else None."""
+    keys = list(dict.fromkeys(data_keys))
+    data = task.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    for k in keys:
+        v = data.get(k)
+        if v is not None and not (isinstance(v, str) and not v.strip()):
+            return None
+    present = ", ".join(repr(k) for k in list(data)[:10]) or "none"
+    return (f"data: no value for any key the label config reads ({', '.join('data.' + k for k in keys)}); "
+            f"keys present: {present}")
 
 
 def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
@@ -167,6 +199,7 @@ class TaskDataset:
     specs: list[ModalitySpec]
     fetch_errors: dict[str, int]
     unknown_labels: int = 0
+    problems: dict[int, list[str]] = field(default_factory=dict)  # row -> "data.<key>: reason" (module doc)
 
     @property
     def labeled(self) -> np.ndarray:
@@ -186,13 +219,19 @@ def build_task_dataset(tasks: list[Mapping[str, Any]], config: LabelConfig, spec
     ids, labels = [], []
     index = {c: i for i, c in enumerate(config.class_names)}
     unknown = 0
+    problems: dict[int, list[str]] = {}
     for pos, task in enumerate(tasks):
         tid = task.get("id")
         if not isinstance(tid, int):
             raise DataError(f"task at position {pos} has no integer id")
         ids.append(tid)
+        found: list[str] = []
         for s in specs:
-            raw[s.name].append(raw_value(s, featurizers[s.name].kind, task, fetcher, errors))
+            raw[s.name].append(raw_value(s, featurizers[s.name].kind, task, fetcher, errors, found))
+        if not found and all(raw[s.name][-1] is None for s in specs):
+            found.append(no_usable_value(task, [s.data_key for s in specs]) or "data: no usable value")
+        if found:
+            problems[pos] = found
         label = UNLABELED
         if with_labels:
             choice = task_label(task, config)
@@ -203,13 +242,14 @@ def build_task_dataset(tasks: list[Mapping[str, Any]], config: LabelConfig, spec
         labels.append(label)
     task_ids = np.asarray(ids, dtype=np.int64)
     dataset = _featurize_robust(raw, featurizers, np.asarray(labels, dtype=np.int64), config.class_names,
-                                task_ids, cache, batch_size, errors)
-    return TaskDataset(dataset, task_ids, list(specs), dict(errors), unknown)
+                                task_ids, cache, batch_size, errors, problems, {s.name: s.data_key for s in specs})
+    return TaskDataset(dataset, task_ids, list(specs), dict(errors), unknown, problems)
 
 
 def _featurize_robust(raw: dict[str, list[Any]], featurizers: dict[str, Featurizer], labels: np.ndarray,
                       class_names: list[str], task_ids: np.ndarray, cache: FeatureCache | None,
-                      batch_size: int, errors: Counter) -> MultimodalDataset:
+                      batch_size: int, errors: Counter, problems: dict[int, list[str]],
+                      data_keys: Mapping[str, str]) -> MultimodalDataset:
     """Featurize; if an item cannot be decoded, mark just that item's modality missing and retry."""
     def make() -> MultimodalDataset:
         masks = {k: np.array([v is not None for v in vals], dtype=bool) for k, vals in raw.items()}
@@ -232,5 +272,7 @@ def _featurize_robust(raw: dict[str, list[Any]], featurizers: dict[str, Featuriz
             except DataError as exc:
                 log.warning("task %s, %s: cannot featurize (%s); treated as missing", task_ids[i], name, exc)
                 errors[f"{name}: undecodable"] += 1
+                reason = exc.reason if isinstance(exc, ItemError) else str(exc)
+                problems.setdefault(i, []).append(f"data.{data_keys[name]}: cannot featurize: {reason}")
                 values[i] = None
     return make()

@@ -8,6 +8,13 @@
 - Before the first training there is no model: every task gets an empty result and a *cold-start*
   score, a seeded hash of project and task id in [0, 1), i.e. a random order, which is the usual
   initial labelled set of active learning. Its model version is ``mmal-untrained``.
+- A task whose data is unusable (a value that is not a URL, a refused or failed fetch, bytes that are not
+  an image, or no value at all for any key the label config reads) gets an item with ``error`` naming
+  the field and the reason, and no ``result``: Label Studio 1.23.2 skips exactly such an item (and logs
+  it) while keeping the predictions of the rest of the batch (``ml/models.py``,
+  ``_get_predictions_from_ml_backend``), whereas any non-200 answer drops the whole batch. When *every*
+  task of a request is unusable, the endpoint answers 422 instead (app.py). A modality that is merely
+  absent is not a problem: it is predicted from the modalities the task has.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from backend.data import UNLABELED
-from ml_server.dataset import ModalitySpec, build_task_dataset, task_label
+from ml_server.dataset import ModalitySpec, build_task_dataset, no_usable_value, task_label
 from ml_server.fetch import Fetcher
 from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config
 from ml_server.model_store import LoadedVersion
@@ -67,9 +74,29 @@ def _region(config: LabelConfig, label: str) -> dict[str, Any]:
     return {"from_name": config.control.name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}
 
 
-def cold_start(project_id: int | None, tasks: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{"result": [], "score": cold_start_score(project_id, t.get("id")), "model_version": UNTRAINED_VERSION}
-            for t in tasks]
+def error_item(task: Mapping[str, Any], problems: list[str], version: str) -> dict[str, Any]:
+    """The answer for a task that cannot be predicted: the reasons, no ``result`` (Label Studio skips it)."""
+    tid = task.get("id")
+    who = f"task {tid}" if isinstance(tid, int) else "task"
+    return {"error": f"{who}: " + "; ".join(problems), "model_version": version}
+
+
+def cold_start(project_id: int | None, tasks: list[Mapping[str, Any]],
+               label_config: str | None = None) -> list[dict[str, Any]]:
+    """Random-order scores before the first training; a task with nothing the label config reads is an
+    error item (checked when the config can be parsed: there is no model to featurize with yet)."""
+    keys: list[str] = []
+    if label_config:
+        try:
+            keys = [o.data_key for o in parse_label_config(label_config).objects]
+        except LabelConfigError:
+            keys = []
+    out = []
+    for t in tasks:
+        problem = no_usable_value(t, keys) if keys else None
+        out.append(error_item(t, [problem], UNTRAINED_VERSION) if problem else
+                   {"result": [], "score": cold_start_score(project_id, t.get("id")), "model_version": UNTRAINED_VERSION})
+    return out
 
 
 def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_config: str | None,
@@ -79,7 +106,7 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
     if not tasks:
         return []
     if loaded is None:
-        return cold_start(project_id, tasks)
+        return cold_start(project_id, tasks, label_config)
     meta = loaded.meta
     try:
         config = parse_label_config(label_config or meta["label_config"], meta.get("control"))
@@ -101,8 +128,11 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
             todo.append(i)
     if todo:
         sub = [tasks[i] for i in todo]
-        labels, scores = _predict_new(sub, config, loaded, fetcher_factory, cache, strategy_factory)
+        labels, scores, problems = _predict_new(sub, config, loaded, fetcher_factory, cache, strategy_factory)
         for j, i in enumerate(todo):
+            if j in problems:
+                out[i] = error_item(tasks[i], problems[j], version)
+                continue
             label = labels[j]
             score = LABELED_SCORE if is_labeled(tasks[i], config) else float(scores[j])
             out[i] = {"result": [_region(config, label)] if label in valid else [], "score": score,
@@ -111,7 +141,8 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
 
 
 def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: LoadedVersion,
-                 fetcher_factory: Any, cache: Any, strategy_factory: Any) -> tuple[list[str], np.ndarray]:
+                 fetcher_factory: Any, cache: Any,
+                 strategy_factory: Any) -> tuple[list[str], np.ndarray, dict[int, list[str]]]:
     meta = loaded.meta
     specs = [ModalitySpec.from_dict(d) for d in meta["modalities"]]
     model = loaded.model
@@ -141,4 +172,4 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
         log.warning("priority failed (%s); using margin", exc)
         pri = batch_priority(strategy, model, ds, idx, kind="margin")
     assert ds.labels.shape[0] == len(tasks) and (ds.labels == UNLABELED).all()
-    return labels, calibrated_score(pri, loaded.calibration)
+    return labels, calibrated_score(pri, loaded.calibration), td.problems

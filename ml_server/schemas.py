@@ -98,11 +98,14 @@ class ResultRegion(BaseModel):
 
 class PredictionItem(BaseModel):
     """One item per task: the predicted class (empty before the first training), the priority score
-    (LOW = label first) and the model version that made it."""
+    (LOW = label first) and the model version that made it; or, for a task whose data is unusable,
+    ``error`` naming the field and the reason and neither ``result`` nor ``score`` (absent, not null:
+    Label Studio skips an item without ``result`` and keeps the rest of the batch)."""
 
-    result: list[ResultRegion]
-    score: float
+    result: list[ResultRegion] | None = None
+    score: float | None = None
     model_version: str
+    error: str | None = None
 
 
 class PredictResponse(BaseModel):

@@ -182,13 +182,16 @@ def test_label_studio_end_to_end(labelstudio, rconn, stack):
     assert ls_order[:len(expected)] == expected
     assert set(ls_order[len(expected):]) == set(labelled)  # labelled tasks (score 1.0) come last
 
-    # a task imported after the training gets a prediction of the new version from /predict
-    late = emoji_tasks(1, seed=13, image_key="img", text_key="desc").tasks[:1]
-    (late_id,) = lsc.import_tasks(pid, late)
+    # a task imported after the training gets a prediction of the new version from /predict; one whose image
+    # is not an image gets a named error item, which Label Studio skips without dropping the rest of the batch
+    late = emoji_tasks(1, seed=13, image_key="img", text_key="desc").tasks[:2]
+    late[1]["data"]["img"] = "data:image/png;base64," + base64.b64encode(b"GIF89a? no, plain text").decode()
+    late_id, bad_id = lsc.import_tasks(pid, late)
     lsc.retrieve_predictions(pid)
-    late_task = next(t for t in lsc.pull_tasks(pid) if t["id"] == late_id)
-    (pred,) = [p for p in late_task["predictions"] if p["model_version"] == version]
+    by_id = {t["id"]: t for t in lsc.pull_tasks(pid)}
+    (pred,) = [p for p in by_id[late_id]["predictions"] if p["model_version"] == version]
     assert 0.0 <= pred["score"] < 1.0
+    assert not [p for p in by_id[bad_id]["predictions"] if p["model_version"] == version]
 
     # /status shows the version, the queue and the modality diagnostics; /health needs no auth
     assert httpx.get(f"{backend_url}/status", timeout=5).status_code == 401

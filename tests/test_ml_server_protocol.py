@@ -236,9 +236,13 @@ def test_predict_new_tasks_missing_modalities_and_undecodable_data(client, setti
             "params": {"login": None, "password": None, "context": None}}
     results = client.post("/predict", json=body).json()["results"]
     assert len(results) == 5
-    for item in results:
+    for item in results[:3]:  # missing modalities: predicted from what the task has
         assert item["model_version"] == version and 0.0 <= item["score"] < 1.0
         assert item["result"][0]["value"]["choices"][0] in et.class_names
+    # an unusable value or nothing usable at all: a named error instead of a prediction (Label Studio skips it)
+    assert results[3] == {"model_version": version,
+                          "error": "task 5004: data.image: data: URL has invalid base64 (Only base64 data is allowed)"}
+    assert results[4]["error"].startswith("task 5005: data: no value for any key the label config reads")
 
 
 def test_predict_second_capture_labelled_task_scores_last(client, settings):

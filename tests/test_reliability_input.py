@@ -137,7 +137,7 @@ def test_malformed_json_and_odd_project_ids(client, rconn):
 
 def test_unreachable_label_studio_hostname_is_refused_and_never_a_500(client, settings, trained_project, rconn):
     """/setup refuses a hostname that is not an http(s) URL (422 naming the field); a bad one already stored
-    (an older version, or written by hand) makes the task data unreachable, not the request a 500."""
+    (an older version, or written by hand) makes the task data unreachable, a 4xx naming it, not a 500."""
     for hostname in ("\U00035ac8\u00f3", "ftp://ls.example", "localhost:8080", "javascript:alert(1)"):
         r = client.post("/setup", json={"project": "1.1700000000", "hostname": hostname, "access_token": "t"})
         assert r.status_code == 422, hostname
@@ -154,29 +154,65 @@ def test_unreachable_label_studio_hostname_is_refused_and_never_a_500(client, se
     with TestClient(create_app(settings), raise_server_exceptions=False) as fresh_client:  # reads Redis afresh
         r = fresh_client.post("/predict", json={"tasks": [{"id": 5, "data": {"image": "/data/upload/1/x.png"}}],
                                                 "project": "1.1700000000", "label_config": config})
-    assert r.status_code == 200 and len(r.json()["results"]) == 1
+    assert r.status_code == 422  # the only task's image cannot be fetched: a named error, not a 500
+    assert r.json()["detail"][0]["msg"].startswith("task 5: data.image: ")
 
 
-def test_task_data_problems_are_missing_modalities_not_errors(client, settings, trained_project, caplog):
-    """By design a missing data key, an empty value or bytes that are not an image make that modality
-    *missing* for that task (the fusion model is trained for missing modalities) and the task is still
-    answered: a 4xx would make Label Studio drop the predictions of the whole batch. The log names the task,
-    the modality and the reason."""
+def test_unusable_task_data_is_a_named_error_and_loses_the_rest_of_nothing(client, settings, trained_project, caplog):
+    """A modality that is *absent* (no key, empty value) is first-class: the task is predicted from what it
+    has. A value that is there but unusable (bytes that are not an image, not a URL) or a task with no usable
+    value at all is an error naming the task, the field and the reason. In a batch the bad task's item has
+    ``error`` and no ``result``/``score`` (Label Studio skips just that item and keeps the rest; a non-200
+    would drop the whole batch); when every task is bad the answer is a 422 listing them."""
     config, tasks = _with_model(settings, trained_project)
-    fresh = emoji_tasks(1, seed=42).tasks
+    fresh = emoji_tasks(2, seed=42).tasks
     not_png = "data:image/png;base64," + base64.b64encode(b"%PDF-1.4 this is not an image at all").decode()
-    batch = [dict(fresh[0], id=9001), dict(fresh[1], id=9002), dict(fresh[2], id=9003)]
-    batch[0]["data"] = dict(batch[0]["data"], image=not_png)  # non-image bytes as the image
-    batch[1]["data"] = {"text": batch[1]["data"]["text"]}  # no image key at all
-    batch[2]["data"] = {"image": "data:text/plain,hello", "text": ""}  # neither modality usable
+    batch = [dict(fresh[k], id=9000 + k) for k in range(6)]
+    batch[1]["data"] = dict(batch[1]["data"], image=not_png)  # non-image bytes as the image
+    batch[2]["data"] = {"text": batch[2]["data"]["text"]}  # no image key: a missing modality, predicted
+    batch[3]["data"] = {"image": "data:text/plain,hello", "text": ""}  # not an image, and no text
+    batch[4]["data"] = {"caption": "keys the label config does not read"}
+    batch[5]["data"] = dict(batch[5]["data"], image=["a", "list"])  # not a URL
     with caplog.at_level(logging.WARNING, logger="ml_server.dataset"):
         r = client.post("/predict", json={"tasks": batch, "project": "1.1700000000", "label_config": config})
     assert r.status_code == 200
     results = r.json()["results"]
-    assert len(results) == 3 and all(item["result"] and 0.0 <= item["score"] < 1.0 for item in results)
+    assert len(results) == 6
+    for k in (0, 2):
+        assert results[k]["result"] and 0.0 <= results[k]["score"] < 1.0 and "error" not in results[k]
+    errors = {k: results[k]["error"] for k in (1, 3, 4, 5)}
+    for k in errors:
+        assert "result" not in results[k] and "score" not in results[k], results[k]  # absent, not null
+        assert results[k]["model_version"] == results[0]["model_version"]
+    assert errors[1] == ("task 9001: data.image: cannot featurize: not a decodable image (36 bytes starting "
+                         "b'%PDF-1.4 thi'; unknown image format)")
+    assert errors[3].startswith("task 9003: data.image: cannot featurize")
+    assert errors[4] == ("task 9004: data: no value for any key the label config reads (data.image, data.text); "
+                         "keys present: 'caption'")
+    assert errors[5] == "task 9005: data.image: expected a URL string for <Image>, got list"
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
-    assert "task 9001, image: cannot featurize" in logged and "not a decodable image" in logged
-    assert "task 9003, image: cannot featurize" in logged
+    assert "task 9001, image: cannot featurize" in logged
+
+    # every task unusable: nothing to keep, so a 422 that names each one
+    r = client.post("/predict", json={"tasks": [batch[1], batch[4]], "project": "1.1700000000", "label_config": config})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert [d["loc"] for d in detail] == [["body", "tasks", 0], ["body", "tasks", 1]]
+    assert detail[0]["msg"] == errors[1] and detail[1]["msg"] == errors[4]
+
+
+def test_unusable_task_data_before_the_first_training(client):
+    """Without a model nothing is featurized, but a task with nothing the label config reads is still named."""
+    config, _, _ = labelled_emoji_project()
+    good = {"id": 1, "data": {"image": "data:image/png;base64,AAAA", "text": "x"}}
+    empty = {"id": 2, "data": {"img": "http://elsewhere/x.png"}}
+    r = client.post("/predict", json={"tasks": [good, empty], "project": "3.1700000000", "label_config": config})
+    assert r.status_code == 200
+    first, second = r.json()["results"]
+    assert first["result"] == [] and 0.0 <= first["score"] < 1.0
+    assert second["error"].startswith("task 2: data: no value for any key the label config reads")
+    r = client.post("/predict", json={"tasks": [empty], "project": "3.1700000000", "label_config": config})
+    assert r.status_code == 422 and "keys present: 'img'" in r.json()["detail"][0]["msg"]
 
 
 def test_duplicate_task_ids_in_one_batch_are_answered_by_position(client, settings, trained_project):

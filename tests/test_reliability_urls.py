@@ -203,9 +203,9 @@ def test_endless_and_stalled_bodies_are_cut_at_the_limit(label_studio, path, mes
 
 def test_predict_with_hostile_task_urls_answers_every_task_and_connects_to_none(tmp_path, label_studio, sentinel,
                                                                                  caplog):
-    """Through the server: each hostile image URL is refused (or cut) with its reason in the log, the task is
-    predicted from its text, the whole batch is answered within the fetch limits, and the sentinel service
-    on a loopback port sees no connection."""
+    """Through the server: each hostile image URL is refused (or cut), that task answered with an error naming
+    the field and the reason (and logged), the good task predicted, the whole batch answered within the
+    fetch limits, and the sentinel service on a loopback port sees no connection."""
     conn = redis.Redis.from_url(REDIS_URL)
     conn.flushdb()
     try:
@@ -235,11 +235,13 @@ def test_predict_with_hostile_task_urls_answers_every_task_and_connects_to_none(
             elapsed = time.monotonic() - t0
         assert r.status_code == 200
         results = r.json()["results"]
-        assert len(results) == len(batch) and all(item["result"] for item in results)
+        assert len(results) == len(batch) and results[-1]["result"] and "error" not in results[-1]
         logged = "\n".join(rec.getMessage() for rec in caplog.records)
         for i, (url, reason) in enumerate(hostile.items()):
             line = next((m for m in logged.splitlines() if m.startswith(f"task {7000 + i}, image:")), "")
             assert reason in line, (url, line)
+            assert "result" not in results[i] and results[i]["error"].startswith(f"task {7000 + i}: data.image: ")
+            assert reason in results[i]["error"], (url, results[i])
         assert "task 7999" not in logged
         assert sentinel.connections == 0
         assert elapsed < 20  # each fetch is bounded (1.5 s deadline), nothing hangs

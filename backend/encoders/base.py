@@ -41,6 +41,15 @@ class ItemError(DataError):
         super().__init__(f"item {self.index}: {reason}")
 
 
+def undecodable_image(data: bytes, exc: Exception) -> DataError:
+    """The error for bytes Pillow cannot open: their size and first bytes (which tell what they are, e.g.
+    ``b'%PDF-1.4'``), not Pillow's message, which names an in-memory buffer object."""
+    from PIL import UnidentifiedImageError
+
+    why = "unknown image format" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
+    return DataError(f"not a decodable image ({len(data)} bytes starting {bytes(data[:12])!r}; {why})")
+
+
 def stable_hash(data: bytes, digest_size: int = 20) -> str:
     """Hex blake2b of ``data``: stable across processes and machines (unlike Python's ``hash()``)."""
     return hashlib.blake2b(data, digest_size=digest_size).hexdigest()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from backend.data import DataError
-from backend.encoders.base import Featurizer, ItemError, _read_file, array_key, stable_hash
+from backend.encoders.base import Featurizer, ItemError, _read_file, array_key, stable_hash, undecodable_image
 from backend.encoders.registry import register_featurizer
 
 __all__ = ["VectorFeaturizer", "ImagePixels", "TextTokens", "decode_data_url", "tokenize"]
@@ -186,7 +186,7 @@ class ImagePixels(Featurizer):
         except Image.DecompressionBombError as exc:
             raise DataError(f"image too large ({exc})") from None
         except Exception as exc:  # Pillow raises many types for undecodable data
-            raise DataError(f"not a decodable image ({len(data)} bytes; {type(exc).__name__}: {exc})") from None
+            raise undecodable_image(data, exc) from None
         return img
 
     def _pixels(self, img: Any) -> np.ndarray:

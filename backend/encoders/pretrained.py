@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from backend.data import DataError
-from backend.encoders.base import Featurizer, ItemError, file_digest, stable_hash
+from backend.encoders.base import Featurizer, ItemError, file_digest, stable_hash, undecodable_image
 from backend.encoders.builtin import ImagePixels, decode_data_url
 from backend.encoders.registry import register_featurizer
 
@@ -194,7 +194,7 @@ def _load_rgb(item: Any, background: tuple[int, int, int]) -> Any:
             img = Image.open(io.BytesIO(data))
             img.load()
         except Exception as exc:  # Pillow raises many types for undecodable data
-            raise DataError(f"not a decodable image ({len(data)} bytes; {type(exc).__name__}: {exc})") from None
+            raise undecodable_image(data, exc) from None
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
