@@ -65,13 +65,31 @@ def _truth(run: Mapping[str, Any], dataset: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def _kind(run: Mapping[str, Any], dataset: str) -> str:
+    """``"bayes"`` (synthetic ground truth) or ``"estimated"`` (real data: full-pool unimodal models)."""
+    per_seed = (run.get("scenarios") or {}).get(dataset) or {}
+    return str(next(iter(per_seed.values()), {}).get("informativeness_kind", "bayes"))
+
+
+_OPTIMUM = {"bayes": "Bayes optimum", "estimated": "estimated optimum (full-pool model)"}
+_ALONE = {"bayes": "Bayes accuracy of the modality alone",
+          "estimated": "accuracy of a full-pool model of the modality alone (real data: no ground truth)"}
+
+
+def _kinds_text(run: Mapping[str, Any], datasets: list[str], what: Mapping[str, str]) -> str:
+    kinds = list(dict.fromkeys(_kind(run, ds) for ds in datasets)) or ["bayes"]
+    if len(kinds) == 1:
+        return what.get(kinds[0], kinds[0])
+    return "; ".join(f"{what.get(k, k)} ({', '.join(ds for ds in datasets if _kind(run, ds) == k)})" for k in kinds)
+
+
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     cols = min(max_cols, n)
     return math.ceil(n / cols), cols
 
 
 def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -> str:
-    """Accuracy over cost per scenario: mean and 95 % band per strategy, full-pool and Bayes lines."""
+    """Accuracy over cost per scenario: mean and 95 % band per strategy, full-pool and optimum lines."""
     curves = M.learning_curves(df)
     refs = M.reference_lines(df)
     datasets = list(dict.fromkeys(df["dataset"]))
@@ -95,7 +113,7 @@ def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -
                 ax.axhspan(float(r["low"].iloc[0]), float(r["high"].iloc[0]), color="black", alpha=0.06, lw=0)
         t = _truth(run, ds)
         if "all" in t:
-            ax.axhline(t["all"], color="grey", ls=":", lw=1, label="Bayes optimum")
+            ax.axhline(t["all"], color="grey", ls=":", lw=1, label=_OPTIMUM.get(_kind(run, ds), "optimum"))
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel("labelling cost")
         ax.set_ylabel("test accuracy")
@@ -322,7 +340,8 @@ def build_report(run_dir: str | Path) -> Path:
                  f"wall time {_f(run.get('wall_seconds_total', float('nan')), 1)} s.</p>")
     parts.append("<h2>Findings: the seed paper's three claims on this run</h2>" + _claims_html(c1, c2, c3))
     parts.append("<h2>Learning curves</h2><p>Mean test accuracy over seeds with 95 % t intervals; dashed: the same "
-                 "recipe trained on the whole pool (upper reference); dotted: Bayes-optimal accuracy.</p>"
+                 "recipe trained on the whole pool (upper reference); dotted: "
+                 f"{html.escape(_kinds_text(run, datasets, _OPTIMUM))}.</p>"
                  f"<img src='data:image/png;base64,{img_curves}'>")
     parts.append("<h2>Area under the budget curve</h2><p>AUBC (accuracy over labelling cost, normalised to [0, 1]) "
                  "mean [95 % t interval] over seeds; bold = best per scenario; below it the final accuracy.</p>"
@@ -340,7 +359,8 @@ def build_report(run_dir: str | Path) -> Path:
                      f"<img src='data:image/png;base64,{img_pen}'>")
     parts.append("<h2>Modality reliance over rounds</h2><p>Top: dataset-level Shapley contribution share of each "
                  "modality (dotted: the share its ground-truth informativeness deserves). Bottom: representation gap "
-                 "= Bayes accuracy of the modality alone minus the accuracy of the model's own head for it.</p>")
+                 f"= {html.escape(_kinds_text(run, datasets, _ALONE))} minus the accuracy of the model's own head "
+                 "for it.</p>")
     for ds in datasets:
         parts.append(f"<h3>{html.escape(ds)}</h3><img src='data:image/png;base64,{img_mod[ds]}'>")
     parts.append("<h2>Scenarios and ground truth</h2>" + _scenarios_html(run, datasets))
@@ -366,8 +386,9 @@ def _scenarios_html(run: Mapping[str, Any], datasets: list[str]) -> str:
                      ", ".join(f"{html.escape(m)} {_f(t.get(m))}" for m in mods), _f(t.get("all")), _f(t.get("chance")),
                      ", ".join(f"{html.escape(m)} {_f(v, 2)}" for m, v in (first.get("presence_rate") or {}).items()),
                      f"{first.get('n_pool', '?')} / {first.get('n_test', '?')}"])
-    return ("<p>Informativeness = Bayes-optimal accuracy of the generating process (Monte Carlo on fresh samples), "
-            "mean over seeds.</p>" + _table(["scenario", "what it isolates", "each modality alone", "all together",
+    how = {"bayes": "Bayes-optimal accuracy of the generating process (Monte Carlo on fresh samples)",
+           "estimated": "test accuracy of the recipe trained on the whole pool with that modality alone (real data)"}
+    return (f"<p>Informativeness = {html.escape(_kinds_text(run, datasets, how))}, mean over seeds.</p>" + _table(["scenario", "what it isolates", "each modality alone", "all together",
                                             "chance", "presence rate", "pool / test"], rows))
 
 

@@ -66,6 +66,12 @@ def test_emoji_end_to_end_with_simple_featurizers(tmp_path, cache):
     again = make_scenario("emoji", 0, **cfg.scenario_params)
     assert _files(cache) == before
     assert again.informativeness == summ["informativeness"]
+    # the report says what the reference lines are: estimates from full-pool models, not a Bayes optimum
+    from benchmark.report import build_report
+
+    page = build_report(tmp_path / "run").read_text()
+    assert "estimated optimum (full-pool model)" in page and "full-pool model of the modality alone" in page
+    assert "Bayes" not in page
 
 
 def test_mfeat_missing_mcar_30_through_the_cli(tmp_path, cache):
