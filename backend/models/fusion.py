@@ -81,6 +81,14 @@ class FusionModel(nn.Module):
             z = self.encoders[name](inputs[name])
             m = masks[name].unsqueeze(1)
             embeddings[name] = torch.where(m, z, self.absent[name].to(z.dtype).expand_as(z))
+        return self.fuse(embeddings, masks)
+
+    def fuse(self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> FusionOutput:
+        """Heads and fusion on given modality embeddings (absent ones already replaced).
+
+        Split from :meth:`forward` so training-side balancing can ask what the fused head predicts
+        from one modality alone without re-running the encoders.
+        """
         aux = {k: self.aux_heads[k](z) for k, z in embeddings.items()}
         concat = torch.cat([embeddings[k] for k in self.names], dim=1)
         if self.config.kind == "late":

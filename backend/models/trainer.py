@@ -6,6 +6,9 @@ Why these choices:
 - retrain-from-scratch (default) or warm-start per round is a setting, so benchmarks can compare both;
 - the loss is fused cross-entropy plus the mean of the auxiliary heads' cross-entropies (each only
   over items that have that modality), as in BMMAL, so every modality's own head is always trained;
+- optional training-side modality balancing (``TrainConfig.modality_balance``): OGM-GE gradient
+  modulation or a unimodal warm-up, so a query strategy is never the only lever against a model that
+  leans on one modality; default ``"none"`` leaves the recipe exactly as before;
 - everything runs in a forked RNG seeded by ``seed``: a seed reproduces a CPU run exactly;
 - CUDA is used when present, with bfloat16 autocast there; CPU otherwise.
 """
@@ -20,7 +23,7 @@ import tempfile
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +37,7 @@ from backend.models.fusion import FusionConfig, FusionModel
 from backend.models.modality_encoders import FeatureSpec
 
 PREDICT_BATCH = 8192
+BALANCE_MODES = ("none", "ogm_ge", "warmup")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,28 @@ class TrainConfig:
     warm_start: bool = False
     device: str | None = None
     amp: bool = True
+    # training-side modality balancing (see modality_confidence / ogm_coefficients / train_model)
+    modality_balance: str = "none"  # "none" | "ogm_ge" | "warmup"
+    ogm_alpha: float = 0.5  # k_m = 1 - tanh(alpha * (rho_m - 1)) for the dominant modality
+    ogm_noise: bool = True  # OGM-GE's generalisation enhancement: + N(0, std(grad)) on encoder gradients
+    ogm_score: str = "contribution"  # "contribution": fused head from m alone; "head": m's auxiliary head
+    ogm_apply: str = "grad"  # "grad": scale encoder gradients (as in the paper); "lr": scale encoder step sizes
+    warmup_epochs: int = 10  # "warmup": epochs of unimodal training (encoders + aux heads) before the recipe
+    warmup_loss: str = "unimodal"  # "joint": the same epochs on the usual loss (a control: more epochs, no balancing)
+
+    def __post_init__(self) -> None:
+        if self.modality_balance not in BALANCE_MODES:
+            raise DataError(f"modality_balance must be one of {list(BALANCE_MODES)}, got {self.modality_balance!r}")
+        if self.ogm_score not in ("contribution", "head"):
+            raise DataError(f"ogm_score must be 'contribution' or 'head', got {self.ogm_score!r}")
+        if self.ogm_apply not in ("grad", "lr"):
+            raise DataError(f"ogm_apply must be 'grad' or 'lr', got {self.ogm_apply!r}")
+        if not self.ogm_alpha >= 0:
+            raise DataError(f"ogm_alpha must be >= 0, got {self.ogm_alpha}")
+        if self.warmup_loss not in ("unimodal", "joint"):
+            raise DataError(f"warmup_loss must be 'unimodal' or 'joint', got {self.warmup_loss!r}")
+        if self.warmup_epochs < 0:
+            raise DataError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -250,6 +276,19 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
     With ``train.warm_start`` and ``init`` given, training continues from ``init``'s weights;
     otherwise the model is re-initialised from ``seed``. Early stopping restores the weights of
     the epoch with the lowest validation loss.
+
+    ``train.modality_balance`` (the same for every query strategy that a comparison runs):
+
+    - ``"none"``: the plain recipe.
+    - ``"ogm_ge"``: per batch, after the backward pass, s_m = mean over items having m of
+      softmax(l_m)[y] (l_m: ``ogm_score``), rho_m = s_m / mean_{j != m} s_j,
+      k_m = 1 - tanh(ogm_alpha * (rho_m - 1)) if rho_m > 1 else 1; modality m's encoder gradients
+      become k_m * g (+ N(0, std(g)) with ``ogm_noise``), or with ``ogm_apply="lr"`` its step size
+      becomes k_m * lr. The epoch means of k_m are in ``history`` as ``ogm_coeff:<m>``.
+    - ``"warmup"``: ``warmup_epochs`` epochs of each modality's encoder + auxiliary head trained on
+      its own head's loss alone (no fused loss, no early stopping), then the plain recipe. With
+      ``warmup_loss="joint"`` those epochs use the usual loss instead: the control that separates
+      "trained each modality alone first" from "trained longer before early stopping".
     """
     fusion = fusion or FusionConfig()
     train = train or TrainConfig()
@@ -277,26 +316,45 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
         idx_t = torch.as_tensor(idx, device=device)
         tr_t = torch.as_tensor(tr_pos, device=device)
         va_t = torch.as_tensor(va_pos, device=device)
-        opt = torch.optim.AdamW(module.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        opt = _optimizer(module, train)
         gen = torch.Generator(device="cpu").manual_seed(seed)
+        n_warm = train.warmup_epochs if train.modality_balance == "warmup" else 0
         best_loss, best_state, best_epoch, bad_epochs = math.inf, None, 0, 0
-        for epoch in range(train.epochs):
+        for epoch in range(n_warm + train.epochs):
+            warm = epoch < n_warm
             module.train()
             perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(device)]
             total, count = 0.0, 0
+            coeff_sum = {k: 0.0 for k in model.modality_names}
+            n_steps = 0
             for start in range(0, len(perm), train.batch_size):
                 pos = perm[start:start + train.batch_size]
                 x, m = feats.batch(idx_t[pos])
                 with model._autocast():
                     out = module(x, m)
-                    loss = _loss(out, y[pos], m, train.aux_weight, model.modality_names)
+                    if warm and train.warmup_loss == "unimodal":
+                        loss = _unimodal_loss(out, y[pos], m, model.modality_names)
+                    else:
+                        loss = _loss(out, y[pos], m, train.aux_weight, model.modality_names)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if train.modality_balance == "ogm_ge":
+                    with model._autocast():
+                        logits = _modality_logits(module, out, m, train.ogm_score)
+                    coeffs = ogm_coefficients(modality_confidence(logits, y[pos], m), train.ogm_alpha)
+                    _modulate(module, opt, coeffs, train)
+                    for k, c in coeffs.items():
+                        coeff_sum[k] += c
+                    n_steps += 1
                 opt.step()
                 total += float(loss.detach()) * len(pos)
                 count += len(pos)
             record: dict[str, float] = {"epoch": epoch, "train_loss": total / max(count, 1)}
-            if len(va_t):
+            if warm:
+                record["warmup_epoch"] = 1.0
+            if n_steps:
+                record.update({f"ogm_coeff:{k}": v / n_steps for k, v in coeff_sum.items()})
+            if len(va_t) and not warm:
                 module.eval()
                 with torch.no_grad():
                     x, m = feats.batch(idx_t[va_t])
@@ -333,3 +391,119 @@ def _loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight: floa
         if aux:
             loss = loss + aux_weight * torch.stack(aux).mean()
     return loss
+
+
+def _unimodal_loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """Warm-up loss: mean over modalities of each auxiliary head's CE on items that have the modality.
+
+    Only encoders, absent embeddings and auxiliary heads get gradients, and each modality's encoder
+    only from its own head, so this is every modality trained alone, side by side.
+    """
+    aux = [F.cross_entropy(out.aux_logits[k].float()[masks[k]], y[masks[k]]) for k in names if bool(masks[k].any())]
+    return torch.stack(aux).mean() if aux else out.logits.sum() * 0.0
+
+
+# --- OGM-GE: on-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022) ---
+
+def modality_confidence(logits: Mapping[str, torch.Tensor], y: torch.Tensor,
+                        masks: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
+    """Per-modality confidence s_m of one batch: the mean over items that *have* m of softmax(logits_m)[y].
+
+    The paper sums over the batch; with complete data that gives the same ratios. The mean keeps a
+    modality that is absent from part of the batch from looking weak merely for being absent.
+    None when no item of the batch has m.
+    """
+    out: dict[str, float | None] = {}
+    for k, lg in logits.items():
+        m = masks[k]
+        n = int(m.sum())
+        if n == 0:
+            out[k] = None
+            continue
+        p_true = F.softmax(lg.detach().float(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
+        out[k] = float(p_true[m].sum()) / n
+    return out
+
+
+def ogm_coefficients(scores: Mapping[str, float | None], alpha: float) -> dict[str, float]:
+    """OGM coefficients from confidences: rho_m = s_m / mean_{j != m} s_j, and
+
+        k_m = 1 - tanh(alpha * (rho_m - 1))   if rho_m > 1   (m dominates: slow its encoder down)
+        k_m = 1                               otherwise.
+
+    With two modalities this is the paper's rule. Modalities without a score (absent from the batch)
+    get k = 1 and are left out of the others' mean; with fewer than two scored modalities nothing is
+    modulated.
+    """
+    out = {k: 1.0 for k in scores}
+    scored = {k: float(v) for k, v in scores.items() if v is not None}
+    if len(scored) < 2:
+        return out
+    for k, s in scored.items():
+        ref = sum(v for j, v in scored.items() if j != k) / (len(scored) - 1)
+        rho = s / ref if ref > 0 else (math.inf if s > 0 else 1.0)
+        if rho > 1.0:
+            out[k] = 1.0 - math.tanh(alpha * (rho - 1.0))
+    return out
+
+
+@torch.no_grad()
+def _modality_logits(module: FusionModel, out, masks: dict[str, torch.Tensor], score: str) -> dict[str, torch.Tensor]:
+    """Logits that say how well modality m alone drives the prediction, for s_m.
+
+    "head": m's auxiliary head. "contribution": the *fused* head with every other modality set absent
+    (the analogue of the paper's W_m z_m for a nonlinear fusion trunk), on this batch's embeddings,
+    with dropout off so no random numbers are drawn.
+    """
+    if score == "head":
+        return dict(out.aux_logits)
+    was_training = module.training
+    module.eval()
+    try:
+        res = {}
+        for k in module.names:
+            emb = {j: (z if j == k else module.absent[j].to(z.dtype).expand_as(z)) for j, z in out.embeddings.items()}
+            msk = {j: (v if j == k else torch.zeros_like(v)) for j, v in masks.items()}
+            res[k] = module.fuse(emb, msk).logits
+        return res
+    finally:
+        module.train(was_training)
+
+
+def _optimizer(module: FusionModel, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; with OGM on step sizes, one parameter group per modality encoder (named) plus the rest."""
+    if not (train.modality_balance == "ogm_ge" and train.ogm_apply == "lr"):
+        return torch.optim.AdamW(module.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    groups, seen = [], set()
+    for k in module.names:
+        params = list(module.encoders[k].parameters())
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "modality": k})
+    groups.append({"params": [p for p in module.parameters() if id(p) not in seen], "modality": None})
+    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
+
+
+@torch.no_grad()
+def _modulate(module: FusionModel, opt: torch.optim.Optimizer, coeffs: Mapping[str, float], train: TrainConfig) -> None:
+    """Apply k_m to modality m's encoder and, with ``ogm_noise``, add N(0, std(g)) to its gradients.
+
+    ``ogm_apply="grad"`` multiplies the gradients (the paper, which uses SGD); Adam divides by a
+    running gradient scale, so it largely undoes a slowly varying k_m. ``"lr"`` scales the encoder's
+    step size instead: the SGD-equivalent effect under AdamW. The noise std is that of the unscaled
+    gradient, as in the paper's code; it is drawn from the trainer's seeded RNG.
+    """
+    for k, c in coeffs.items():
+        for p in module.encoders[k].parameters():
+            g = p.grad
+            if g is None:
+                continue
+            std = float(g.std()) if (train.ogm_noise and g.numel() > 1) else 0.0
+            if train.ogm_apply == "grad" and c != 1.0:
+                g.mul_(c)
+            if train.ogm_noise:
+                g.add_(torch.randn_like(g) * (std + 1e-8))
+    if train.ogm_apply == "lr":
+        for group in opt.param_groups:
+            mod = group.get("modality")
+            group["lr"] = train.lr * (coeffs.get(mod, 1.0) if mod is not None else 1.0)
