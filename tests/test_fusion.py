@@ -135,3 +135,30 @@ def test_bad_input_is_named():
     raw = MultimodalDataset({"a": ["x"] * 3, "b": np.zeros((3, 2), np.float32)}, [0, 1, 0], ["p", "q"])
     with pytest.raises(DataError, match="featurize"):
         train_model(raw, [0, 1, 2], train=FAST)
+
+
+def test_dense_pool_prediction_over_contiguous_views_equals_gathered_rows():
+    """A pool that is most of a range (the dataset minus labelled holes) is predicted over contiguous views
+    of the cached features and its rows selected afterwards; scattered rows are gathered. Same outputs."""
+    from backend.models.trainer import PREDICT_BATCH, _dense_cover
+
+    n = PREDICT_BATCH + 1500
+    ds = make_toy_dataset(n=n, missing_rate=0.3)
+    idx = _labeled(ds, 60)
+    model = train_model(ds, idx, fusion=FusionConfig(kind="intermediate"), train=FAST, seed=3)
+    pool = np.setdiff1d(np.arange(n), idx)
+    assert _dense_cover(pool, n) == (int(pool[0]), int(pool[-1]) + 1)
+    fast = model.predict(ds, pool, drop=["a"])
+    shuffled = np.random.default_rng(0).permutation(pool)
+    assert _dense_cover(shuffled, n) is None  # not sorted: the gather path
+    slow = model.predict(ds, shuffled, drop=["a"])
+    order = np.argsort(shuffled)
+    assert torch.allclose(fast.probs, slow.probs[order], atol=1e-6)
+    assert torch.allclose(fast.fused_embedding, slow.fused_embedding[order], atol=1e-6)
+    for k in ("a", "b"):
+        assert torch.allclose(fast.unimodal_probs[k], slow.unimodal_probs[k][order], atol=1e-6)
+        assert torch.allclose(fast.embeddings[k], slow.embeddings[k][order], atol=1e-6)
+        assert torch.equal(fast.masks[k], slow.masks[k][order])
+    assert not fast.masks["a"].any() and fast.masks["b"].numpy().tolist() == ds.masks["b"][pool].tolist()
+    assert _dense_cover(pool[::2], n) is None  # half of the range: gathering is cheaper
+    assert len(model.predict(ds, np.arange(0)).probs) == 0
