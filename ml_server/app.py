@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -447,6 +448,13 @@ def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: 
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threads = Settings().server_threads
+    if threads:
+        # before uvicorn starts (and forks workers): every process then uses this many torch threads
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
     if workers > 1:
         uvicorn.run("ml_server.app:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level)

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
                             description="Where model versions are stored (shared by server and workers).")
     basic_auth_user: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_USER", "basic_auth_user"))
     basic_auth_pass: str | None = Field(None, validation_alias=AliasChoices("BASIC_AUTH_PASS", "basic_auth_pass"))
+    server_threads: int = Field(1, ge=0, validation_alias=AliasChoices("MMAL_SERVER_THREADS", "server_threads"),
+                                description="torch threads of `mmal serve` (0: torch's default). /predict runs many "
+                                            "small forward passes, where OpenMP threads spin-wait more than they help: "
+                                            "1 thread made a 100-task call 3.6x cheaper in CPU (bench/RESULTS.md).")
     # --- learning ------------------------------------------------------------------------------------
     strategy: str = Field("margin", validation_alias=AliasChoices("MMAL_STRATEGY", "strategy"),
                           description="Query strategy that orders the tasks (see `mmal strategies`).")

@@ -23,127 +23,23 @@ Usage (the documented soak is the first line; CI runs a short one)::
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import json
 import os
 import platform
-import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.server_harness import (percentiles, predict_load, request_menu, serving,  # noqa: E402
+                                  train_demo_version, unseen_tasks)
+
 AUTH = ("soak", "soak-password")
 PROJECT = 1
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def train(model_dir: Path, seed: int) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], str]:
-    """A real model version of project 1: (label config, ranked tasks, unseen tasks, version)."""
-    from ml_server.demo import choice_annotation, emoji_tasks, label_config
-    from ml_server.fetch import Fetcher, FetchPolicy
-    from ml_server.model_store import ModelStore
-    from ml_server.settings import Settings
-    from ml_server.training import build_version
-
-    et = emoji_tasks(10, seed=seed)
-    config = label_config(et.class_names)
-    tasks = []
-    for i, (t, truth) in enumerate(zip(et.tasks, et.truth)):
-        task = dict(t, id=1000 + i, project=PROJECT)
-        task["annotations"] = [{"id": i + 1, "result": choice_annotation("label", "text", truth)}] if i < 12 else []
-        tasks.append(task)
-    settings = Settings(model_dir=model_dir, epochs=20, patience=5, featurizer_params={"image_pixels": {"size": 16}},
-                        strategy="margin", diagnostics_sample=0)
-    store = ModelStore(model_dir)
-    built = build_version(PROJECT, tasks, config, settings, store, Fetcher(FetchPolicy()))
-    store.set_current(PROJECT, built.version)
-    unseen = [dict(t, id=50_000 + i, project=PROJECT) for i, t in enumerate(emoji_tasks(4, seed=seed + 1).tasks)]
-    return config, [t for t in tasks if not t["annotations"]], unseen, built.version
-
-
-def start_server(model_dir: Path, port: int, log_path: Path, redis_url: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMAL_", "BASIC_AUTH_", "LABEL_STUDIO_"))}
-    env.update({"MODEL_DIR": str(model_dir), "REDIS_URL": redis_url, "BASIC_AUTH_USER": AUTH[0],
-                "BASIC_AUTH_PASS": AUTH[1], "PYTHONPATH": str(REPO)})
-    mmal = Path(sys.executable).parent / "mmal"
-    cmd = [str(mmal), "serve", "--host", "127.0.0.1", "--port", str(port)] if mmal.exists() else \
-        [sys.executable, "-m", "mmal.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 90.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("mmal serve exited:\n" + log_path.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"mmal serve not healthy after {timeout:.0f} s:\n" + log_path.read_text(errors="replace")[-3000:])
-
-
-async def load(url: str, clients: int, duration: float, bodies: list[tuple[str, dict]], seed: int,
-               timeout: float) -> dict[str, Any]:
-    """``clients`` concurrent clients posting /predict until ``duration`` has passed; latencies and errors."""
-    import httpx
-
-    header = {"Authorization": "Basic " + base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()}
-    latencies: dict[str, list[float]] = {"ranked": [], "unseen": []}
-    errors: list[str] = []
-    deadline = time.monotonic() + duration
-
-    async def client(k: int) -> None:
-        rng = random.Random(seed * 1000 + k)
-        async with httpx.AsyncClient(base_url=url, headers=header, timeout=timeout,
-                                     limits=httpx.Limits(max_connections=1)) as http:
-            while time.monotonic() < deadline:
-                kind, body = bodies[rng.randrange(len(bodies))]
-                t0 = time.perf_counter()
-                try:
-                    r = await http.post("/predict", json=body)
-                    elapsed = time.perf_counter() - t0
-                    if r.status_code != 200:
-                        errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
-                    elif len(r.json()["results"]) != len(body["tasks"]):
-                        errors.append("wrong number of results")
-                    else:
-                        latencies[kind].append(elapsed)
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(client(k) for k in range(clients)))
-    return {"latencies": latencies, "errors": errors, "wall_s": time.monotonic() - t0}
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    import numpy as np
-
-    if not values:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    a = np.asarray(values) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
-            "p99_ms": round(float(np.percentile(a, 99)), 1), "max_ms": round(float(a.max()), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,30 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mmal-soak-"))
     t0 = time.monotonic()
-    config, ranked, unseen, version = train(work / "models", args.seed)
+    trained = train_demo_version(work / "models", PROJECT, args.seed, featurizer_params={"image_pixels": {"size": 16}})
+    version = trained.version
     train_s = time.monotonic() - t0
-    rng = random.Random(args.seed)
-    bodies: list[tuple[str, dict]] = []
-    for i in range(40):  # a fixed menu of request bodies, like Label Studio's batches
-        kind = "unseen" if i < round(40 * args.new_fraction) else "ranked"
-        pool = unseen if kind == "unseen" else ranked
-        tasks = [pool[rng.randrange(len(pool))] for _ in range(args.tasks)]
-        bodies.append((kind, {"tasks": tasks, "project": f"{PROJECT}.1700000000", "label_config": config}))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    unseen = unseen_tasks(12, PROJECT, args.seed + 1)
+    bodies = request_menu(trained, unseen, args.tasks, args.new_fraction, args.seed)
     log_path = work / "server.log"
-    server = start_server(work / "models", port, log_path, args.redis_url)
-    try:
-        wait_healthy(url, server, log_path)
-        result = asyncio.run(load(url, args.clients, args.duration, bodies, args.seed, args.timeout))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-    lat = result["latencies"]
+    with serving(work / "models", log_path, args.redis_url, AUTH) as server:
+        result = predict_load(server.url, args.clients, args.duration, bodies, args.seed, args.timeout, AUTH)
+    lat = {kind: result["latencies"].get(kind, []) for kind in ("ranked", "unseen")}
     every = lat["ranked"] + lat["unseen"]
     n_requests = len(every) + len(result["errors"])
     summary = {
