@@ -23,6 +23,7 @@ import redis
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from bench.server_harness import wait_healthy
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.app import create_app
@@ -82,7 +83,7 @@ def test_every_route_but_health_needs_credentials(tmp_path, rconn):
            "not base64": {"Authorization": "Basic !!!"}, "no colon": {"Authorization": "Basic " + base64.b64encode(
                f"{USER}{PASSWORD}".encode()).decode()}, "empty": {"Authorization": ""}}
     try:
-        _wait_up(url, server, log)
+        wait_healthy(url, server, log)
         with httpx.Client(base_url=url, timeout=30) as http:
             for method, path in routes + [("GET", "/no-such-endpoint"), ("DELETE", "/predict"), ("HEAD", "/status"),
                                           ("OPTIONS", "/setup"), ("GET", "/health/../status")]:
@@ -106,19 +107,6 @@ def test_every_route_but_health_needs_credentials(tmp_path, rconn):
     out = log.read_text(errors="replace")
     for secret in (PASSWORD, WRONG_PASSWORD, basic(USER, PASSWORD).split()[1], basic(USER, WRONG_PASSWORD).split()[1]):
         assert secret not in out
-
-
-def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not start:\n" + log.read_text(errors="replace")[-3000:])
 
 
 def _run_worker(env: dict[str, str], log: Path) -> str:
@@ -145,7 +133,7 @@ def test_tokens_and_passwords_never_appear_in_logs_or_status(labelstudio, rconn,
     answers: list[str] = []
     logs: list[str] = []
     try:
-        _wait_up(url, server, server_log)
+        wait_healthy(url, server, server_log)
         with httpx.Client(base_url=url, timeout=60) as http:
             http.get("/status", headers={"Authorization": basic(USER, WRONG_PASSWORD)})
             r = http.post("/setup", headers=auth, json={"project": f"{pid}.1700000000", "schema": project.config,
