@@ -355,6 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.metrics.webhooks.labels(action, "duplicate").inc()
                 return WebhookResponse(status=outcome_status, action=action, project=pid, job_id=pending,
                                        reason="duplicate or out-of-order event: already seen")
+            jobs.note_activity(state.redis, pid)
             outcome = jobs.request_training(state.redis, settings, pid, reason=action)
             jobs.mark_events(state.redis, pid, events)
         except Exception as exc:

@@ -332,10 +332,34 @@ def _current_connection(settings: Settings) -> tuple[redis.Redis, str]:
     return connect(settings), f"inline-{uuid.uuid4().hex[:12]}"
 
 
+def note_activity(conn: redis.Redis, project_id: int, now: float | None = None) -> None:
+    """Remember when the project last had a fresh webhook (the debounce of :func:`settle` reads it)."""
+    conn.set(key("activity", project_id), repr(time.time() if now is None else now), ex=24 * 3600)
+
+
+def settle(conn: redis.Redis, project_id: int, quiet_s: float, max_wait_s: float,
+           sleep: Any = time.sleep) -> float:
+    """Wait until the project had no webhook for ``quiet_s`` seconds, at most ``max_wait_s``; returns the
+    seconds waited. Called by a training job *before* it takes the lock, while it is still the project's
+    pending job, so webhooks arriving meanwhile coalesce into it: a burst of annotations is one training
+    with all of them instead of one with the first few and a follow-up."""
+    if quiet_s <= 0 or max_wait_s <= 0:
+        return 0.0
+    t0 = time.monotonic()
+    while True:
+        raw = conn.get(key("activity", project_id))
+        last = float(raw) if raw else 0.0
+        quiet_for = time.time() - last
+        waited = time.monotonic() - t0
+        if quiet_for >= quiet_s or waited >= max_wait_s:
+            return waited
+        sleep(max(0.05, min(quiet_s - quiet_for, max_wait_s - waited, 0.5)))
+
+
 def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     """RQ job: pull every annotation from Label Studio, train, rank the pool, push predictions, switch version.
 
-    Steps: take the project's training lock (or mark it dirty and exit when another job holds it);
+    Steps: wait for a burst of webhooks to settle (:func:`settle`); take the project's training lock (or mark it dirty and exit when another job holds it);
     pull all tasks with annotations through label-studio-sdk; stop if fewer than the minimum are
     labelled; featurize (feature cache); train the fusion model (GPU when present); save it atomically
     as a new version; score the unlabelled pool with the project's strategy; write one prediction per
@@ -344,6 +368,9 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     base = get_settings()
     conn, job_id = _current_connection(base)
     pid = int(project_id)
+    waited = settle(conn, pid, base.train_debounce, base.train_debounce_max)
+    if waited >= 0.05:
+        log.info("project %s: waited %.1f s for the annotations to settle", pid, waited)
     acquire = conn.register_script(_ACQUIRE)
     got = acquire(keys=[key("pending", pid), key("running", pid), key("dirty", pid)],
                   args=[job_id, base.job_timeout + 60])

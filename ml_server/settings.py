@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     # --- queue ---------------------------------------------------------------------------------------
     queue: str = Field(TRAINING_QUEUE, validation_alias=AliasChoices("MMAL_QUEUE", "queue"))
     job_timeout: int = Field(3600, ge=10, validation_alias=AliasChoices("MMAL_JOB_TIMEOUT", "job_timeout"))
+    train_debounce: float = Field(3.0, ge=0, validation_alias=AliasChoices("MMAL_TRAIN_DEBOUNCE", "train_debounce"),
+                                  description="A training job waits until no webhook came for this many seconds "
+                                              "(at most MMAL_TRAIN_DEBOUNCE_MAX) before pulling: a burst of "
+                                              "annotations becomes one training, not one now and one follow-up.")
+    train_debounce_max: float = Field(60.0, ge=0, validation_alias=AliasChoices("MMAL_TRAIN_DEBOUNCE_MAX",
+                                                                                "train_debounce_max"))
     job_retries: int = Field(1, ge=0, validation_alias=AliasChoices("MMAL_JOB_RETRIES", "job_retries"),
                              description="Retries of a failed training job (e.g. Label Studio briefly down).")
     job_retry_interval: int = Field(30, ge=0, validation_alias=AliasChoices("MMAL_JOB_RETRY_INTERVAL",

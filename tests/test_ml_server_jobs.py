@@ -3,7 +3,8 @@
 - a burst of webhooks is one training; labels arriving during a training cause exactly one follow-up;
 - with two workers, a job that finds the project busy defers (dirty flag) instead of training in parallel;
 - a job that fails leaves the previous model serving (here, in Label Studio and in /predict);
-- too few annotations: the job waits instead of training.
+- too few annotations: the job waits instead of training;
+- a job waits for a burst of webhooks to settle, so annotations made meanwhile join that training.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def env(labelstudio, tmp_path, rconn):
     e.update({"REDIS_URL": REDIS_URL, "MODEL_DIR": str(tmp_path / "models"), "LABEL_STUDIO_URL": labelstudio.url,
               "LABEL_STUDIO_API_KEY": labelstudio.token, "MMAL_MIN_ANNOTATIONS": "6", "MMAL_EPOCHS": "8",
               "MMAL_PATIENCE": "5", "MMAL_FEATURIZER_PARAMS": '{"image_pixels": {"size": 16}}',
-              "MMAL_STRATEGY": "margin", "MMAL_JOB_RETRIES": "0", "PYTHONPATH": str(REPO)})
+              "MMAL_STRATEGY": "margin", "MMAL_JOB_RETRIES": "0", "MMAL_TRAIN_DEBOUNCE": "0.5",
+              "PYTHONPATH": str(REPO)})
     return e
 
 
@@ -132,6 +134,42 @@ def test_burst_is_one_training_and_labels_during_training_one_follow_up(lsc, env
         # housekeeping: the predictions of only the last MMAL_KEEP_PREDICTION_VERSIONS (2) versions remain
         assert set(lsc.model_versions(pid)) == set(store.list_versions(pid)[-2:])
         assert v1 not in lsc.model_versions(pid)
+
+
+def test_settle_waits_for_quiet_and_at_most_the_max(rconn):
+    now = time.time()
+    jobs.note_activity(rconn, 424242, now - 10)
+    assert jobs.settle(rconn, 424242, 2.0, 30.0) < 0.5  # quiet for 10 s already: no sleep
+    assert jobs.settle(rconn, 424243, 2.0, 30.0) < 0.5  # never any webhook
+    jobs.note_activity(rconn, 424242, now + 3600)  # "active" all along: only the cap ends the wait
+    waited = jobs.settle(rconn, 424242, 2.0, 0.3)
+    assert 0.3 <= waited < 5
+    assert jobs.settle(rconn, 424242, 0.0, 30.0) == 0.0  # debounce off
+
+
+def test_annotations_during_the_debounce_join_the_training(lsc, env, rconn):
+    """Label Studio delivers one webhook per annotation while an annotator works through a burst; the job
+    started by the first waits until they stop (MMAL_TRAIN_DEBOUNCE) and then trains once on all of them."""
+    env = dict(env, MMAL_TRAIN_DEBOUNCE="2.5")
+    s = settings_from(env)
+    project = create_emoji_project(lsc, "jobs debounce", per_class=6, seed=4)
+    pid = project.project_id
+    annotate(lsc, project, project.task_ids[:6])
+    with TestClient(create_app(s)) as client:
+        assert client.post("/webhook", json=webhook_body(pid)).json()["status"] == "queued"
+        worker = start_worker(env)
+        wait_for(lambda: Queue(s.queue, connection=rconn).count == 0, what="the worker to take the job")
+        statuses = []
+        for k, tid in enumerate(project.task_ids[6:12]):  # the burst goes on while the job is waiting
+            annotate(lsc, project, [tid])
+            body = dict(webhook_body(pid), annotation={"id": 10_000 + k})
+            statuses.append(client.post("/webhook", json=body).json()["status"])
+            time.sleep(0.3)
+        out = finish(worker)
+    assert statuses == ["coalesced"] * 6, statuses
+    assert jobs.training_count(rconn, pid) == 1, out[-3000:]
+    assert jobs.get_status(rconn, pid)["last_training"]["n_labeled"] == 12
+    assert "waited" in out and "for the annotations to settle" in out
 
 
 def test_two_workers_never_train_one_project_in_parallel(lsc, env, rconn):
