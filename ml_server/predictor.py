@@ -161,15 +161,33 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
             fetcher.close()
     ds = td.dataset
     idx = np.arange(len(ds))
-    probs = model.predict(ds, idx).probs
+    pred = model.predict(ds, idx)
     names = list(model.class_names)
-    labels = [names[int(k)] for k in probs.argmax(dim=1).cpu().numpy()]
+    labels = [names[int(k)] for k in pred.probs.argmax(dim=1).cpu().numpy()]
     strategy = strategy_factory(meta)
     kind = meta.get("ranking_kind", "strategy")
+    memo = _Memoized(model, ds, idx, pred)  # the strategy's score reuses this forward pass
     try:
-        pri = batch_priority(strategy, model, ds, idx, seed=int(meta.get("seed", 0)), kind=kind)
+        pri = batch_priority(strategy, memo, ds, idx, seed=int(meta.get("seed", 0)), kind=kind)
     except Exception as exc:  # never fail /predict over a score
         log.warning("priority failed (%s); using margin", exc)
-        pri = batch_priority(strategy, model, ds, idx, kind="margin")
+        pri = batch_priority(strategy, memo, ds, idx, kind="margin")
     assert ds.labels.shape[0] == len(tasks) and (ds.labels == UNLABELED).all()
     return labels, calibrated_score(pri, loaded.calibration), td.problems
+
+
+class _Memoized:
+    """A model whose predictions on one (dataset, indices) are already known: labels and the strategy's
+    priority of a ``/predict`` batch need the same forward pass, so it runs once. Anything else
+    (other indices, dropped modalities, MC dropout) goes to the model."""
+
+    def __init__(self, model: Any, dataset: Any, indices: np.ndarray, pred: Any) -> None:
+        self._model, self._dataset, self._indices, self._pred = model, dataset, np.asarray(indices), pred
+
+    def predict(self, dataset: Any, indices: Any, *, drop: Any = ()) -> Any:
+        if dataset is self._dataset and not drop and np.array_equal(np.asarray(indices), self._indices):
+            return self._pred
+        return self._model.predict(dataset, indices, drop=drop)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)

@@ -411,3 +411,23 @@ def test_scores_follow_the_strategy_ranking(settings, trained):
     cal = rank_pool(get_strategy("margin"), loaded.model, td.dataset, pool).calibration()
     assert np.allclose(cal, loaded.calibration)
     assert np.allclose(calibrated_score(np.sort(pri)[::-1], cal), np.arange(len(pri)) / len(pri))
+
+
+def test_predict_runs_the_model_once_per_batch_of_new_tasks(client, settings, trained, monkeypatch):
+    """The labels and the strategy's priority of new tasks come from one forward pass, not two."""
+    from backend.models.trainer import TrainedFusionModel
+
+    config, tasks, et, version = use_trained(trained, settings)
+    calls = []
+    original = TrainedFusionModel.predict
+
+    def counting(self, dataset, indices, **kw):
+        calls.append(len(indices))
+        return original(self, dataset, indices, **kw)
+
+    monkeypatch.setattr(TrainedFusionModel, "predict", counting)
+    fresh = emoji_tasks(2, seed=98).tasks[:6]
+    new = [dict(t, id=6000 + k) for k, t in enumerate(fresh)]
+    r = client.post("/predict", json={"tasks": new, "project": "1.1795777763", "label_config": config})
+    assert r.status_code == 200 and all(item["result"] for item in r.json()["results"])
+    assert calls == [6]
