@@ -123,11 +123,18 @@ class Fetcher:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.resolver = resolver or default_resolver
         self._ls = _origin(policy.label_studio_url) if policy.label_studio_url else None
-        self._client = httpx.Client(follow_redirects=False, trust_env=False,
-                                    timeout=httpx.Timeout(policy.timeout))
+        self._http: httpx.Client | None = None  # made on the first network fetch (its SSL context costs ~36 ms)
+
+    @property
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self.policy.timeout))
+        return self._http
 
     def close(self) -> None:
-        self._client.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def __enter__(self) -> "Fetcher":
         return self

@@ -226,3 +226,11 @@ def test_public_address_and_allowlist_rules():
     assert not host_allowed("badexample.org", ["*.example.org"])
     assert host_allowed("Images.Example.COM.", ["images.example.com"]) and host_allowed("x.y", ["*"])
     assert not host_allowed("x.y", [])
+
+
+def test_data_urls_need_no_http_client():
+    """A batch of data: URLs (the usual /predict) never builds the HTTP client and its SSL context."""
+    f = Fetcher(FetchPolicy())
+    assert f.fetch("data:text/plain;base64,aGVsbG8=") == b"hello"
+    assert f._http is None
+    f.close()
