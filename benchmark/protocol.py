@@ -70,15 +70,30 @@ def torch_threads(n: int) -> Iterator[None]:
 _SCENARIO_MEMO: dict[str, Scenario] = {}
 
 
+def scenario_key(config: BenchmarkConfig, name: str, seed: int) -> str:
+    """What identifies a built scenario: its name, seed and parameters (the memo's key)."""
+    return json.dumps([name, seed, config.scenario_params], sort_keys=True, default=str)
+
+
+def remember_scenario(config: BenchmarkConfig, name: str, seed: int, scenario: Scenario) -> None:
+    """Put a scenario built elsewhere (an RQ driver's copy) into this process's memo."""
+    if len(_SCENARIO_MEMO) > 32:
+        _SCENARIO_MEMO.clear()
+    _SCENARIO_MEMO[scenario_key(config, name, seed)] = scenario
+
+
+def has_scenario(config: BenchmarkConfig, name: str, seed: int) -> bool:
+    """Whether this process already holds the built scenario."""
+    return scenario_key(config, name, seed) in _SCENARIO_MEMO
+
+
 def build_scenario(config: BenchmarkConfig, name: str, seed: int) -> Scenario:
     """The scenario of a cell (memoised in this process only; identical when rebuilt elsewhere)."""
-    key = json.dumps([name, seed, config.scenario_params], sort_keys=True, default=str)
+    key = scenario_key(config, name, seed)
     sc = _SCENARIO_MEMO.get(key)
     if sc is None:
-        if len(_SCENARIO_MEMO) > 32:
-            _SCENARIO_MEMO.clear()
         sc = make_scenario(name, seed, **config.scenario_params)
-        _SCENARIO_MEMO[key] = sc
+        remember_scenario(config, name, seed, sc)
     return sc
 
 

@@ -10,8 +10,10 @@ process because every seed comes from (scenario, seed, round) and torch runs wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import platform
 import socket
 import sys
@@ -29,14 +31,16 @@ import pandas as pd
 import torch
 
 from backend.data import DataError
-from benchmark.protocol import (BASE_COLUMNS, build_scenario, default_cache_dir, resolve_recipe, run_cell,
-                                select_recipe, write_json_atomic)
+from benchmark.protocol import (BASE_COLUMNS, build_scenario, default_cache_dir, has_scenario, remember_scenario,
+                                resolve_recipe, run_cell, scenario_key, select_recipe, write_json_atomic)
 from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig, resolve_strategies
 
 QUEUE_NAME = "mmal-benchmark"
 RUN_FORMAT = 1
 JOB_TIMEOUT_S = 6 * 3600
 RESULT_TTL_S = 7 * 24 * 3600
+SCENARIO_KEY_PREFIX = "mmal-benchmark:scenario:"
+SCENARIO_MAX_BYTES = 64 * 2**20  # larger built scenarios are rebuilt by each job instead of shared
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,26 @@ def plan_cells(config: BenchmarkConfig) -> list[Cell]:
                 cells.append(Cell(sc, REFERENCE_STRATEGY, seed))
             cells.extend(Cell(sc, st, seed) for st in config.strategies)
     return cells
+
+
+def dispatch_order(cells: list[Cell]) -> list[Cell]:
+    """Cells in the order parallel workers should take them: the first strategy cell of every
+    (scenario, seed) first, then the rest in plan order.
+
+    Why: that cell trains the pair's round-0 model, which every later strategy cell of the pair loads
+    from the cache; in plan order two workers start two cells of one pair together and both train it.
+    Results do not depend on the order (they are assembled in plan order).
+    """
+    first: list[Cell] = []
+    rest: list[Cell] = []
+    seen: set[tuple[str, int]] = set()
+    for c in cells:
+        if c.strategy != REFERENCE_STRATEGY and (c.scenario, c.seed) not in seen:
+            seen.add((c.scenario, c.seed))
+            first.append(c)
+        else:
+            rest.append(c)
+    return first + rest
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,9 +245,52 @@ def run_cell_job(config: Mapping[str, Any], scenario: str, strategy: str, seed: 
     cfg = BenchmarkConfig.from_dict(config)
     cache = Path(cache_dir) if cache_dir and Path(cache_dir).is_dir() else default_cache_dir()
     t0 = time.perf_counter()
+    _load_shared_scenario(cfg, scenario, seed)
     rows = run_cell(cfg, scenario, strategy, seed, recipe=recipe, cache_dir=cache)
     return {"cell": {"scenario": scenario, "strategy": strategy, "seed": seed}, "rows": rows,
             "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _shared_scenario_key(config: BenchmarkConfig, scenario: str, seed: int) -> str:
+    digest = hashlib.sha256(scenario_key(config, scenario, seed).encode()).hexdigest()[:32]
+    return SCENARIO_KEY_PREFIX + digest
+
+
+def share_scenarios(conn: Any, config: BenchmarkConfig, cells: Iterable[Cell]) -> list[str]:
+    """Put the driver's built scenario of every (scenario, seed) in ``cells`` into Redis for the workers.
+
+    Why: an RQ worker forks a fresh work horse per job, so without this every job rebuilds its scenario
+    (sampling, Bayes-optimal ground truth, noise calibration): 0.2 to 2 s of a 2 s cell on the quick
+    suite, the same work for every strategy of a pair. Pickled, like RQ's own job payloads in the same
+    Redis (no new trust boundary). Returns the keys (the driver deletes them when the run ends; a job
+    that finds none rebuilds the scenario, with identical numbers).
+    """
+    keys: list[str] = []
+    for name, seed in dict.fromkeys((c.scenario, c.seed) for c in cells):
+        try:
+            blob = pickle.dumps(build_scenario(config, name, seed), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            continue  # a scenario holding something unpicklable is rebuilt by each job
+        if len(blob) > SCENARIO_MAX_BYTES:
+            continue
+        key = _shared_scenario_key(config, name, seed)
+        conn.set(key, blob, ex=RESULT_TTL_S)
+        keys.append(key)
+    return keys
+
+
+def _load_shared_scenario(config: BenchmarkConfig, scenario: str, seed: int) -> None:
+    """In an RQ job: take the driver's built scenario from Redis when it is there (see share_scenarios)."""
+    from rq import get_current_job
+
+    if has_scenario(config, scenario, seed):
+        return
+    job = get_current_job()
+    if job is None:  # a local run: this process builds (or already holds) the scenario
+        return
+    blob = job.connection.get(_shared_scenario_key(config, scenario, seed))
+    if blob:
+        remember_scenario(config, scenario, seed, pickle.loads(blob))
 
 
 def _overrides(recipes: Mapping[str, Any], cell: Cell) -> dict[str, Any] | None:
@@ -250,7 +317,7 @@ def _run_local(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: M
     # local processes (spawned: a fresh interpreter per worker, no inherited torch state)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
         pending: dict[Future, Cell] = {}
-        queue = list(cells)
+        queue = dispatch_order(cells)
         while queue or pending:
             while queue and len(pending) < 2 * workers:
                 cell = queue.pop(0)
@@ -268,20 +335,36 @@ def _run_local(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: M
 def _run_rq(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: Mapping[str, Any], progress: _Progress,
             url: str, poll_s: float, on_cell: Callable[[Cell], None] | None) -> None:
     from redis import Redis
-    from rq import Queue
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job, JobStatus
 
     conn = Redis.from_url(url)
     try:
         conn.ping()
     except Exception as e:  # noqa: BLE001 - any connection failure is reported the same way
         raise DataError(f"cannot reach the queue at {redact_url(url)}: {e}") from None
+    shared = share_scenarios(conn, config, cells)
+    try:
+        jobs = _submit(conn, config, dispatch_order(cells), out, recipes)
+        _collect(jobs, out, progress, poll_s, on_cell)
+    finally:
+        if shared:
+            try:
+                conn.delete(*shared)
+            except Exception:  # noqa: BLE001 - cleanup must not hide the error that ended the run; keys expire anyway
+                pass
+
+
+def _submit(conn: Any, config: BenchmarkConfig, cells: list[Cell], out: Path,
+            recipes: Mapping[str, Any]) -> dict[str, tuple[Any, Cell]]:
+    """Enqueue each cell's job in order (a finished job of an earlier invocation is reused, a failed one redone)."""
+    from rq import Queue
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
     q = Queue(QUEUE_NAME, connection=conn)
     cfg = config.to_dict()
     fp = config.fingerprint()
     cache = str((out / "cache").resolve())
-    jobs: dict[str, tuple[Job, Cell]] = {}
+    jobs: dict[str, tuple[Any, Cell]] = {}
     for cell in cells:
         job_id = f"mmal-{fp}-{cell.id}"
         job = None
@@ -298,6 +381,14 @@ def _run_rq(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: Mapp
                             cache, job_id=job_id, job_timeout=JOB_TIMEOUT_S, result_ttl=RESULT_TTL_S,
                             failure_ttl=RESULT_TTL_S, description=f"mmal benchmark {cell.id}")
         jobs[job_id] = (job, cell)
+    return jobs
+
+
+def _collect(jobs: dict[str, tuple[Any, Cell]], out: Path, progress: _Progress, poll_s: float,
+             on_cell: Callable[[Cell], None] | None) -> None:
+    """Poll the jobs until every one has finished, writing each cell's file as its result arrives."""
+    from rq.job import JobStatus
+
     while jobs:
         for job_id in list(jobs):
             job, cell = jobs[job_id]
