@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import redis
@@ -77,3 +79,22 @@ def rconn(request):
     conn.flushdb()
     yield conn
     conn.flushdb()
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (returned), else fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def annotate(lsc, project, task_ids) -> None:
+    """Label ``task_ids`` of a demo project with their true class through the Label Studio API."""
+    from ml_server.demo import choice_annotation
+
+    for tid in task_ids:
+        lsc.create_annotation(tid, choice_annotation(project.control, project.to_name, project.truth[tid]))

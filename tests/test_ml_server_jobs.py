@@ -23,8 +23,9 @@ from rq.job import Job
 
 from connectors.labelstudio import LabelStudioConnector, LabelStudioError
 from ml_server import jobs
+from tests.conftest import annotate, wait_for
 from ml_server.app import create_app
-from ml_server.demo import choice_annotation, create_emoji_project
+from ml_server.demo import create_emoji_project
 from ml_server.model_store import ModelStore
 from ml_server.settings import Settings
 from ml_server.training import build_version, make_fetcher, publish
@@ -72,21 +73,6 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
         out, _ = proc.communicate()
         raise AssertionError(f"worker did not finish in {timeout} s:\n{out[-4000:]}")
     return out
-
-
-def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def annotate(lsc: LabelStudioConnector, project, task_ids) -> None:
-    for tid in task_ids:
-        lsc.create_annotation(tid, choice_annotation(project.control, project.to_name, project.truth[tid]))
 
 
 def webhook_body(project_id: int, action: str = "ANNOTATION_CREATED") -> dict:

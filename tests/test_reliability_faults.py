@@ -41,6 +41,7 @@ from rq.registry import FailedJobRegistry
 
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
+from tests.conftest import annotate, wait_for
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project, emoji_tasks
 from ml_server.ls_process import free_port
@@ -113,21 +114,6 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.output()
-
-
-def wait_for(predicate, timeout: float = 120, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def annotate(lsc: LabelStudioConnector, project, task_ids) -> None:
-    for tid in task_ids:
-        lsc.create_annotation(tid, choice_annotation(project.control, project.to_name, project.truth[tid]))
 
 
 def visible_versions(store: ModelStore, pid: int) -> set[str]:

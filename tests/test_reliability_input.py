@@ -15,7 +15,6 @@ import time
 
 import httpx
 import pytest
-import redis
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -24,14 +23,6 @@ from ml_server.demo import emoji_tasks
 from tests.test_ml_server_protocol import labelled_emoji_project, make_settings, train_version
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-@pytest.fixture()
-def rconn():
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
 
 
 @pytest.fixture()
