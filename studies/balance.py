@@ -1,5 +1,8 @@
 """Training-side modality balancing during active learning (issue 7, last direction), development seeds.
 
+Modes: plain recipe, OGM-GE variants, unimodal warm-up (+ its burn-in control), stronger auxiliary loss,
+MMPareto gradient-conflict resolution.
+
 Every query strategy is run under each training mode; within a mode the recipe is identical for every
 strategy (baselines get the same training), so the comparison "ours vs best baseline" is made per
 mode. Protocol = the ``modality`` suite (pool 1,500, 60 initial labels + 6 rounds of 60, 60 epochs,
@@ -35,6 +38,8 @@ MODES: dict[str, dict[str, Any]] = {
     "aux3": {"aux_weight": 3.0},  # the simplest alternative: stronger auxiliary-head loss
     # modulation alone, strong: no GE noise, alpha 2, on AdamW step sizes (isolates the k_m effect)
     "ogm_strong": {"modality_balance": "ogm_ge", "ogm_alpha": 2.0, "ogm_noise": False, "ogm_apply": "lr"},
+    # MMPareto (Wei & Hu, ICML 2024): min-norm combination of fused and unimodal gradients on conflict
+    "mmpareto": {"modality_balance": "mmpareto"},
 }
 SCENARIOS = ("difficulty", "missing_mnar_30", "noisy_modality", "balanced")
 STRATEGIES = ("random", "entropy", "badge", "bmmal", "reducible_margin")

@@ -7,8 +7,14 @@ Why these choices:
 - the loss is fused cross-entropy plus the mean of the auxiliary heads' cross-entropies (each only
   over items that have that modality), as in BMMAL, so every modality's own head is always trained;
 - optional training-side modality balancing (``TrainConfig.modality_balance``): OGM-GE gradient
-  modulation or a unimodal warm-up, so a query strategy is never the only lever against a model that
-  leans on one modality; default ``"none"`` leaves the recipe exactly as before;
+  modulation, a unimodal warm-up, or MMPareto gradient-conflict resolution, so a query strategy is
+  never the only lever against a model that leans on one modality; default ``"none"`` leaves the
+  recipe exactly as before;
+- MMPareto (Wei & Hu, ICML 2024) on modality m's encoder parameters theta_m: g_mm = dL_fused/dtheta_m,
+  g_u = dL_u(m)/dtheta_m with L_u(m) = aux_weight * CE_m / K (m's share of the usual auxiliary term,
+  K = modalities present in the batch), so g_mm + g_u is the plain gradient; if g_mm . g_u >= 0 the
+  plain gradient is kept (equal weights, magnitude kept), else d = a g_mm + (1 - a) g_u with the
+  min-norm a = clip((g_u - g_mm) . g_u / ||g_mm - g_u||^2, 0, 1), rescaled to ||g_mm + g_u||;
 - everything runs in a forked RNG seeded by ``seed``: a seed reproduces a CPU run exactly;
 - CUDA is used when present, with bfloat16 autocast there; CPU otherwise.
 """
@@ -37,7 +43,7 @@ from backend.models.fusion import FusionConfig, FusionModel
 from backend.models.modality_encoders import FeatureSpec
 
 PREDICT_BATCH = 8192
-BALANCE_MODES = ("none", "ogm_ge", "warmup")
+BALANCE_MODES = ("none", "ogm_ge", "warmup", "mmpareto")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class TrainConfig:
     device: str | None = None
     amp: bool = True
     # training-side modality balancing (see modality_confidence / ogm_coefficients / train_model)
-    modality_balance: str = "none"  # "none" | "ogm_ge" | "warmup"
+    modality_balance: str = "none"  # "none" | "ogm_ge" | "warmup" | "mmpareto"
     ogm_alpha: float = 0.5  # k_m = 1 - tanh(alpha * (rho_m - 1)) for the dominant modality
     ogm_noise: bool = True  # OGM-GE's generalisation enhancement: + N(0, std(grad)) on encoder gradients
     ogm_score: str = "contribution"  # "contribution": fused head from m alone; "head": m's auxiliary head
@@ -331,6 +337,22 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
       its own head's loss alone (no fused loss, no early stopping), then the plain recipe. With
       ``warmup_loss="joint"`` those epochs use the usual loss instead: the control that separates
       "trained each modality alone first" from "trained longer before early stopping".
+    - ``"mmpareto"`` (Wei & Hu, ICML 2024): per batch and per modality m present in it, with theta_m
+      m's encoder parameters as one flat vector, g_mm = dL_fused/dtheta_m and g_u = dL_u/dtheta_m,
+      where L_fused is the fused CE and L_u = aux_weight * CE_m / K (CE_m: m's auxiliary head on items
+      having m; K: modalities present in the batch), i.e. m's share of ``_loss``'s auxiliary term, so
+      g_mm + g_u is exactly the plain gradient. Then (:func:`pareto_combine`)
+
+          g_mm . g_u >= 0 (cos >= 0, no conflict):  alpha = (1/2, 1/2)
+          otherwise (conflict):  alpha_1 = clip((g_u - g_mm) . g_u / ||g_mm - g_u||^2, 0, 1),
+                                 alpha_2 = 1 - alpha_1                      (min-norm, MGDA)
+          d = alpha_1 g_mm + alpha_2 g_u,   g = d * ||g_mm + g_u|| / ||d||  (plain sum if ||d|| ~ 0)
+
+      With equal weights g is exactly g_mm + g_u, so only conflicting steps change anything (the
+      plain gradient is kept then). Every other parameter (absent embeddings, trunk, fused head,
+      auxiliary heads) and a modality absent from the batch (or with ``aux_weight`` 0, or without
+      encoder parameters) keep the plain gradient. The epoch share of batches in which m's gradients
+      conflicted (absent batches count as no conflict) is in ``history`` as ``pareto_conflict:<m>``.
     """
     fusion = fusion or FusionConfig()
     train = train or TrainConfig()
@@ -368,18 +390,29 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
             perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(device)]
             total, count = 0.0, 0
             coeff_sum = {k: 0.0 for k in model.modality_names}
-            n_steps = 0
+            conflict_sum = {k: 0.0 for k in model.modality_names}
+            n_steps = n_pareto = 0
             for start in range(0, len(perm), train.batch_size):
                 pos = perm[start:start + train.batch_size]
                 x, m = feats.batch(idx_t[pos])
-                with model._autocast():
-                    out = module(x, m)
-                    if warm and train.warmup_loss == "unimodal":
-                        loss = _unimodal_loss(out, y[pos], m, model.modality_names)
-                    else:
-                        loss = _loss(out, y[pos], m, train.aux_weight, model.modality_names)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if train.modality_balance == "mmpareto":
+                    with model._autocast():
+                        out = module(x, m)
+                        fused, aux = _loss_terms(out, y[pos], m, train.aux_weight, model.modality_names)
+                    opt.zero_grad(set_to_none=True)
+                    loss, conflicts = _pareto_backward(module, fused, aux, train.aux_weight)
+                    for k, c in conflicts.items():
+                        conflict_sum[k] += float(c)
+                    n_pareto += 1
+                else:
+                    with model._autocast():
+                        out = module(x, m)
+                        if warm and train.warmup_loss == "unimodal":
+                            loss = _unimodal_loss(out, y[pos], m, model.modality_names)
+                        else:
+                            loss = _loss(out, y[pos], m, train.aux_weight, model.modality_names)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 if train.modality_balance == "ogm_ge":
                     with model._autocast():
                         logits = _modality_logits(module, out, m, train.ogm_score)
@@ -396,6 +429,8 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
                 record["warmup_epoch"] = 1.0
             if n_steps:
                 record.update({f"ogm_coeff:{k}": v / n_steps for k, v in coeff_sum.items()})
+            if n_pareto:
+                record.update({f"pareto_conflict:{k}": v / n_pareto for k, v in conflict_sum.items()})
             if len(va_t) and not warm:
                 module.eval()
                 with torch.no_grad():
@@ -433,6 +468,20 @@ def _loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight: floa
         if aux:
             loss = loss + aux_weight * torch.stack(aux).mean()
     return loss
+
+
+def _loss_terms(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight: float,
+                names: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``_loss``'s parts: the fused CE and, per modality present in the batch, its head's CE on items
+    having it (none when ``aux_weight`` is 0); ``_loss`` = fused + aux_weight * mean(aux)."""
+    fused = F.cross_entropy(out.logits.float(), y)
+    aux: dict[str, torch.Tensor] = {}
+    if aux_weight > 0:
+        for k in names:
+            m = masks[k]
+            if bool(m.any()):
+                aux[k] = F.cross_entropy(out.aux_logits[k].float()[m], y[m])
+    return fused, aux
 
 
 def _unimodal_loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -510,6 +559,86 @@ def _modality_logits(module: FusionModel, out, masks: dict[str, torch.Tensor], s
         return res
     finally:
         module.train(was_training)
+
+
+# --- MMPareto: Pareto gradient integration of multimodal and unimodal losses (Wei & Hu, ICML 2024) ---
+
+def pareto_combine(g_mm: torch.Tensor, g_u: torch.Tensor) -> tuple[torch.Tensor, float, bool]:
+    """MMPareto's final gradient from the multimodal and unimodal gradients of one encoder (flat vectors).
+
+    Returns ``(g, alpha_1, conflict)``:
+
+        no conflict (g_mm . g_u >= 0, i.e. cos >= 0; a zero vector never conflicts):
+            alpha = (1/2, 1/2), and g = d ||g_mm + g_u|| / ||d|| is then exactly g_mm + g_u
+        conflict:
+            alpha_1 = clip((g_u - g_mm) . g_u / ||g_mm - g_u||^2, 0, 1), alpha_2 = 1 - alpha_1
+            (the min-norm point of the segment [g_u, g_mm], as in MGDA for two tasks),
+            d = alpha_1 g_mm + alpha_2 g_u,  g = d ||g_mm + g_u|| / ||d||
+
+    Keeping the plain sum's magnitude is the paper's choice: the min-norm direction alone would shrink
+    the step exactly when the two losses disagree. When ||d|| is ~0 (anti-parallel gradients) the
+    direction is undefined and the plain sum is returned. Scalars are computed in float64 so the
+    result does not depend on the device's summation order beyond rounding; g has g_mm's dtype.
+    """
+    a, b = g_mm.detach().double(), g_u.detach().double()
+    total = a + b
+    dot = float(a @ b)
+    if not dot < 0.0:  # also covers a zero vector (and NaN, which then propagates in the sum)
+        return total.to(g_mm.dtype), 0.5, False
+    diff2 = float((a - b) @ (a - b))  # > 0: a negative dot product needs two distinct non-zero vectors
+    alpha = min(max(float((b - a) @ b) / diff2, 0.0), 1.0)
+    d = alpha * a + (1.0 - alpha) * b
+    dn = float(d.norm())
+    if dn <= 1e-12 * (float(a.norm()) + float(b.norm())):
+        return total.to(g_mm.dtype), alpha, True
+    return (d * (float(total.norm()) / dn)).to(g_mm.dtype), alpha, True
+
+
+def _flat_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One flat vector of ``grads`` (None, for a parameter a loss does not reach, as zeros)."""
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+
+
+def _pareto_backward(module: FusionModel, fused: torch.Tensor, aux: Mapping[str, torch.Tensor],
+                     aux_weight: float) -> tuple[torch.Tensor, dict[str, bool]]:
+    """Backward pass of ``_loss`` with MMPareto on each modality encoder's gradients (see train_model).
+
+    ``fused``/``aux`` come from :func:`_loss_terms`. g_mm comes from one ``autograd.grad`` of the fused
+    loss w.r.t. all encoders concerned, g_u from one per modality w.r.t. that encoder only (the graph
+    is retained for both); then the usual ``loss.backward()`` fills every gradient and the encoders of
+    conflicting modalities get :func:`pareto_combine`'s g instead. Returns the loss and, per modality,
+    whether its gradients conflicted.
+    """
+    loss = fused + aux_weight * torch.stack(list(aux.values())).mean() if aux else fused
+    conflicts = {k: False for k in module.names}
+    enc = {k: [p for p in module.encoders[k].parameters() if p.requires_grad] for k in aux}
+    targets = [k for k in aux if enc[k]]
+    new: dict[str, torch.Tensor] = {}
+    if targets:
+        params = [p for k in targets for p in enc[k]]
+        g_mm_all = torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)
+        start = 0
+        for k in targets:
+            ps = enc[k]
+            g_mm = _flat_grads(g_mm_all[start:start + len(ps)], ps)
+            start += len(ps)
+            l_u = aux_weight / len(aux) * aux[k]
+            g_u = _flat_grads(torch.autograd.grad(l_u, ps, retain_graph=True, allow_unused=True), ps)
+            g, _, conflicts[k] = pareto_combine(g_mm, g_u)
+            if conflicts[k]:
+                new[k] = g
+    loss.backward()
+    with torch.no_grad():
+        for k, g in new.items():
+            start = 0
+            for p in enc[k]:
+                part = g[start:start + p.numel()].view_as(p)
+                start += p.numel()
+                if p.grad is None:
+                    p.grad = part.clone()
+                else:
+                    p.grad.copy_(part)
+    return loss, conflicts
 
 
 def _optimizer(module: FusionModel, train: TrainConfig) -> torch.optim.Optimizer:
