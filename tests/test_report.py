@@ -154,3 +154,22 @@ def test_cli_flags_change_the_config_and_list_scenarios(tmp_path):
     assert df[df["strategy"] == "entropy"]["n_labeled"].tolist() == [30, 40, 30, 40]
     res = CliRunner().invoke(app, ["scenarios"])
     assert res.exit_code == 0 and "missing_mnar_30" in res.output
+
+
+def test_matrix_table_means_best_in_bold_and_ours_against_the_best_baseline(tmp_path):
+    """`mmal benchmark table --format matrix` (the README's table): mean AUBC per scenario x strategy and
+    the paired difference of our best modality-aware strategy against the best baseline, by hand."""
+    curves = {"random": [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]],
+              "badge": [[0.6, 0.6], [0.7, 0.7], [0.5, 0.5]],
+              "reducible_margin": [[0.7, 0.7], [0.7, 0.7], [0.6, 0.6]],
+              "missing_aware": [[0.2, 0.2], [0.2, 0.2], [0.2, 0.2]]}
+    _frame(curves).to_csv(tmp_path / "results.csv", index=False)
+    out = CliRunner().invoke(app, ["table", str(tmp_path), "--format", "matrix"])
+    assert out.exit_code == 0, out.output
+    head, rule, row = out.output.strip().splitlines()
+    assert head.split(" | ")[2:6] == ["random", "badge", "reducible_margin (ours)", "missing_aware (ours)"]
+    cells = [c.strip() for c in row.strip("| ").split(" | ")]
+    assert cells[:6] == ["d", "3", "50.00", "60.00", "**66.67**", "20.00"]
+    diffs = np.array([0.1, 0.0, 0.1]) * 100  # reducible_margin - badge per seed
+    m, lo, hi = M.t_interval(diffs)
+    assert cells[6] == f"reducible_margin − badge: {m:+.2f} [{lo:+.2f}, {hi:+.2f}], 2/3"
