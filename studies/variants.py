@@ -34,3 +34,17 @@ class MissingAwareNoQuota(MissingAware):
     def __init__(self) -> None:
         super().__init__(q_min=0.0, q_max=0.0)
 _variant("rm_noquota", quota=0.0)
+
+
+from backend.strategies.modality_aware import ReducibleBadge  # noqa: E402
+
+
+def _rb_variant(name: str, **params: object) -> type:
+    cls = type(f"V_{name}", (ReducibleBadge,), {"name": name, "description": f"study variant {params}",
+                                                 "__init__": lambda self, **kw: ReducibleBadge.__init__(self, **{**params, **kw})})
+    return register(cls)
+
+
+_rb_variant("rb", quota=0.0)  # BADGE with outlying copies last
+_rb_variant("rb_auto", quota="auto")  # + reducible_margin's auto weak-modality quota
+_rb_variant("rb_q25", quota=0.25)  # + a fixed 25 % weak-modality quota

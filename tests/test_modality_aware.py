@@ -13,6 +13,7 @@ from backend.strategies.base import QueryError, get_strategy
 from backend.strategies.modality_aware import (
     HeadDisagreement,
     MissingAware,
+    ReducibleBadge,
     ReducibleMargin,
     UnderreliedUncertainty,
     js_divergence,
@@ -23,7 +24,7 @@ from backend.strategies.modality_aware import (
     within_group_rank,
 )
 
-STRATEGIES = [UnderreliedUncertainty, HeadDisagreement, MissingAware, ReducibleMargin]
+STRATEGIES = [UnderreliedUncertainty, HeadDisagreement, MissingAware, ReducibleMargin, ReducibleBadge]
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -253,15 +254,20 @@ def test_reducible_margin_stratifies_by_presence_pattern(problem) -> None:
     assert set(res.indices[~picked_b].tolist()) == top_missing
 
 
+def _corrupted(ds, pool, n_bad: int = 15, seed: int = 0):
+    """A copy of ``ds`` with heavy noise on every dimension of modality a for ``n_bad`` unlabelled items."""
+    rng = np.random.default_rng(seed)
+    bad = rng.choice(pool.unlabeled, n_bad, replace=False)
+    a = ds.modalities["a"].copy()
+    a[bad] += rng.normal(0, 8.0, a[bad].shape).astype(np.float32)
+    return MultimodalDataset({"a": a, "b": ds.modalities["b"]}, ds.labels, ds.class_names, ds.masks,
+                             true_labels=ds.true_labels), bad
+
+
 def test_modality_outliers_find_corrupted_copies(problem) -> None:
     model, ds, pool = problem
-    rng = np.random.default_rng(0)
     unl = pool.unlabeled
-    bad = rng.choice(unl, 15, replace=False)
-    a = ds.modalities["a"].copy()
-    a[bad] += rng.normal(0, 8.0, a[bad].shape).astype(np.float32)  # heavy noise on every dimension
-    noisy = MultimodalDataset({"a": a, "b": ds.modalities["b"]}, ds.labels, ds.class_names, ds.masks,
-                              true_labels=ds.true_labels)
+    noisy, bad = _corrupted(ds, pool)
     pred = model.predict(noisy, unl)
     out = modality_outliers(pred.embeddings, pred.masks, model.modality_names, z=3.0)
     flagged = unl[out[:, 0]]
@@ -272,12 +278,13 @@ def test_modality_outliers_find_corrupted_copies(problem) -> None:
     assert not np.isin(res.indices, flagged).any()  # flagged (corrupted) items are queried last
 
 
-def test_reducible_margin_quota_spent_on_items_having_weak(problem) -> None:
+@pytest.mark.parametrize("cls", [ReducibleMargin, ReducibleBadge])
+def test_reducible_quota_spent_first_on_items_having_weak(problem, cls) -> None:
     model, ds, pool = problem
     ds2, weak = _weak_masked(model, ds, pool)
-    strat = ReducibleMargin(quota=0.5, outlier_z=None)
+    strat = cls(quota=0.5, outlier_z=None)
     res = strat.query(model, ds2, pool, 20, seed=0)
-    assert strat.info["weak"] == weak and strat.info["n_quota"] == 10
+    assert strat.info["weak"] == weak and strat.info["quota"] == 0.5 and strat.info["n_quota"] == 10
     assert ds2.masks[weak][res.indices[:10]].all()
 
 
@@ -286,3 +293,54 @@ def test_reducible_margin_bad_parameters() -> None:
                       ({"outliers": "drop"}, "outliers")):
         with pytest.raises(QueryError, match=field):
             ReducibleMargin(**kw)
+
+
+# --- reducible_badge ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_reducible_badge_without_outliers_or_quota_is_badge(problem, seed) -> None:
+    model, ds, pool = problem
+    got = ReducibleBadge(outlier_z=None, quota=0.0).query(model, ds, pool, 20, seed=seed)
+    want = get_strategy("badge").query(model, ds, pool, 20, seed=seed)
+    assert np.array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.scores, want.scores)
+
+
+def test_reducible_badge_is_badge_over_the_non_outliers(problem) -> None:
+    model, ds, pool = problem
+    noisy, bad = _corrupted(ds, pool)
+    strat = ReducibleBadge()
+    res = strat.query(model, noisy, pool, 30, seed=1)
+    pred = model.predict(noisy, pool.unlabeled)
+    flagged = pool.unlabeled[modality_outliers(pred.embeddings, pred.masks, model.modality_names).any(axis=1)]
+    assert strat.info["n_outliers"] == flagged.size and np.isin(bad, flagged).mean() >= 0.8
+    assert not np.isin(res.indices, flagged).any()
+    # the picks are exactly BADGE's on the pool without the flagged items
+    keep = np.setdiff1d(np.arange(len(noisy)), flagged)
+    sub = noisy.subset(keep)
+    sub_pool = Pool.from_labeled(keep.size, np.flatnonzero(np.isin(keep, pool.labeled)))
+    want = keep[get_strategy("badge").query(model, sub, sub_pool, 30, seed=1).indices]
+    assert np.array_equal(res.indices, want)
+
+
+def test_reducible_badge_fills_a_short_batch_with_outliers_by_margin(problem) -> None:
+    model, ds, pool = problem
+    noisy, _ = _corrupted(ds, pool, n_bad=40)
+    strat = ReducibleBadge()
+    pred = model.predict(noisy, pool.unlabeled)
+    flagged = modality_outliers(pred.embeddings, pred.masks, model.modality_names).any(axis=1)
+    n = pool.unlabeled.size
+    res = strat.query(model, noisy, pool, n, seed=0)
+    k = int(flagged.sum())
+    assert k > 0 and not np.isin(res.indices[:n - k], pool.unlabeled[flagged]).any()
+    u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+    pos = np.flatnonzero(flagged)
+    assert np.array_equal(res.indices[n - k:], pool.unlabeled[pos[np.argsort(-u[pos], kind="stable")]])
+
+
+def test_reducible_badge_bad_parameters() -> None:
+    for kw, field in (({"outlier_z": -1.0}, "outlier_z"), ({"k": 0}, "k"), ({"quota": 2}, "quota"),
+                      ({"q_max": 1.5}, "q_max"), ({"sample": 0}, "sample")):
+        with pytest.raises(QueryError, match=field):
+            ReducibleBadge(**kw)

@@ -313,6 +313,56 @@ def within_group_rank(u: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return r
 
 
+def presence_and_outliers(pred: Any, names: list[str], *, outlier_z: float | None,
+                          k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, M) bool presence and (n, M) bool outlying copies (:func:`modality_outliers`; none if ``outlier_z`` is None)."""
+    presence = np.stack([pred.masks[m].cpu().numpy().astype(bool) for m in names], axis=1)
+    if outlier_z is None:
+        return presence, np.zeros_like(presence)
+    n = presence.shape[0]
+    return presence, modality_outliers(pred.embeddings, pred.masks, names, k=min(k, max(1, n - 2)), z=outlier_z)
+
+
+def _check_reducible(outlier_z: float | None, k: int, quota: Any, q_max: float, sample: int) -> None:
+    """The parameter checks shared by ``reducible_margin`` and ``ReducibleBadge``."""
+    if outlier_z is not None and outlier_z <= 0:
+        raise QueryError(f"outlier_z must be positive or None, got {outlier_z}")
+    if k < 1:
+        raise QueryError(f"k must be >= 1, got {k}")
+    if quota != "auto" and not (isinstance(quota, (int, float)) and 0.0 <= quota <= 1.0):
+        raise QueryError(f"quota must be 'auto' or in [0, 1], got {quota!r}")
+    if not 0.0 <= q_max <= 1.0:
+        raise QueryError(f"q_max must be in [0, 1], got {q_max}")
+    if sample <= 0:
+        raise QueryError(f"sample must be positive, got {sample}")
+
+
+def weak_quota_picks(model: ActiveModel, dataset: MultimodalDataset, pool: Pool, pred: Any, presence: np.ndarray,
+                     bad: np.ndarray, n: int, *, quota: float | Literal["auto"], q_max: float, sample: int,
+                     seed: int) -> tuple[np.ndarray, float, str | None]:
+    """Positions (into ``pool.unlabeled``) of the weak-modality quota, the share q and the weak modality.
+
+        q = min(q_max, (max_k share_k - min_k share_k) / 2)   (quota="auto"; Shapley reliance shares)
+        picks = round(q n) items *having* the least-relied modality w and not ``bad``, with the most
+                uncertain w head (1 - margin of p_w; ties by dataset index)
+
+    Why: the neglected modality learns from items that have it and that its own head finds hard.
+    """
+    if not (quota == "auto" or quota > 0):
+        return np.zeros(0, dtype=np.int64), 0.0, None
+    names = list(model.modality_names)
+    unl = pool.unlabeled
+    shares = reliance_shares(model, dataset, pool, sample=sample, seed=seed)
+    q = min(q_max, imbalance(shares) / 2.0) if quota == "auto" else float(quota)
+    if q <= 0:
+        return np.zeros(0, dtype=np.int64), q, None
+    w = _weak(shares)
+    u_weak = normalized_uncertainty(pred.unimodal_probs[names[w]], "margin").double().cpu().numpy()
+    cand = np.flatnonzero(presence[:, w] & ~bad)
+    n_weak = min(int(round(q * n)), cand.size)
+    return cand[np.lexsort((unl[cand], -u_weak[cand]))][:n_weak], q, names[w]
+
+
 @register
 class ReducibleMargin(QueryStrategy):
     """Fused margin restricted to *reducible* uncertainty: stratified by presence pattern, outliers last.
@@ -348,18 +398,9 @@ class ReducibleMargin(QueryStrategy):
                  outliers: Literal["last", "absent"] = "last") -> None:
         if outliers not in ("last", "absent"):
             raise QueryError(f"outliers must be 'last' or 'absent', got {outliers!r}")
+        _check_reducible(outlier_z, k, quota, q_max, sample)
         self.outliers = outliers
-        if outlier_z is not None and outlier_z <= 0:
-            raise QueryError(f"outlier_z must be positive or None, got {outlier_z}")
-        if k < 1:
-            raise QueryError(f"k must be >= 1, got {k}")
-        if quota != "auto" and not (isinstance(quota, (int, float)) and 0.0 <= quota <= 1.0):
-            raise QueryError(f"quota must be 'auto' or in [0, 1], got {quota!r}")
-        if not 0.0 <= q_max <= 1.0:
-            raise QueryError(f"q_max must be in [0, 1], got {q_max}")
         self.q_max = q_max
-        if sample <= 0:
-            raise QueryError(f"sample must be positive, got {sample}")
         self.stratify, self.outlier_z, self.k, self.quota, self.sample = stratify, outlier_z, k, quota, sample
         self.info: dict[str, Any] = {}
 
@@ -368,12 +409,7 @@ class ReducibleMargin(QueryStrategy):
         unl = pool.unlabeled
         pred = model.predict(dataset, unl)
         u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
-        presence = np.stack([pred.masks[m].cpu().numpy().astype(bool) for m in names], axis=1)
-        if self.outlier_z is not None:
-            outl = modality_outliers(pred.embeddings, pred.masks, names, k=min(self.k, max(1, unl.size - 2)),
-                                     z=self.outlier_z)
-        else:
-            outl = np.zeros_like(presence)
+        presence, outl = presence_and_outliers(pred, names, outlier_z=self.outlier_z, k=self.k)
         if self.outliers == "absent":  # an outlying copy counts as a missing one: its own stratum
             eff = presence & ~outl
             bad = ~eff.any(axis=1)  # only items with no usable modality at all go last
@@ -383,21 +419,75 @@ class ReducibleMargin(QueryStrategy):
         groups = eff.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
         key = (within_group_rank(u, groups) if self.stratify else u) - 2.0 * bad
         chosen = np.zeros(unl.size, dtype=bool)
-        weak_name = None
-        q = 0.0
-        if self.quota == "auto" or self.quota > 0:
-            shares = reliance_shares(model, dataset, pool, sample=self.sample, seed=seed)
-            q = min(self.q_max, imbalance(shares) / 2.0) if self.quota == "auto" else float(self.quota)
-        if q > 0:
-            w = _weak(shares)
-            weak_name = names[w]
-            u_weak = normalized_uncertainty(pred.unimodal_probs[weak_name], "margin").double().cpu().numpy()
-            cand = np.flatnonzero(presence[:, w] & ~bad)
-            n_weak = min(int(round(q * n)), cand.size)
-            pick = cand[np.lexsort((unl[cand], -u_weak[cand]))][:n_weak]
-            key[pick] += 4.0
-            chosen[pick] = True
+        pick, q, weak_name = weak_quota_picks(model, dataset, pool, pred, presence, bad, n, quota=self.quota,
+                                              q_max=self.q_max, sample=self.sample, seed=seed)
+        key[pick] += 4.0
+        chosen[pick] = True
         order = np.lexsort((unl, -key))[:n]
         self.info = {"n_outliers": int(bad.sum()), "outlier_rate": outl.mean(axis=0).tolist(), "weak": weak_name,
                      "quota": q, "n_quota": int(chosen.sum())}
         return QueryResult(unl[order], key, unl)
+
+
+class ReducibleBadge(QueryStrategy):
+    """BADGE restricted to reducible uncertainty: outlying (corrupted) modality copies last.
+
+    Idea: ``reducible_margin`` showed that skipping corrupted copies is what wins on noisy pools, and
+    its margin base is what loses elsewhere to diversity-seeking baselines (BADGE, core-set). So keep
+    BADGE's k-means++ on hallucinated gradients for everything it does well and take from the
+    modality-aware side only the two ideas that are visible without labels:
+
+        o_i   = 1 if any present modality of i is an outlier (:func:`modality_outliers`, robust z > z)
+        C     = {i unlabelled : o_i = 0}                 candidates; the rest only fill a short batch
+        q     = quota share for the least-relied modality w (``quota``: 0, a share, or "auto" =
+                min(q_max, imbalance / 2) as in ``reducible_margin``)
+        batch = round(q n) items of C having w with the most uncertain w head (1 - margin of p_w),
+                then k-means++ D^2 seeding on g_i = (p_i - onehot(argmax p_i)) (x) z_i over the rest
+                of C (the first pick the largest norm, as BADGE), then outliers by fused margin.
+
+    With no outliers and ``quota=0`` this is exactly BADGE (same picks, same seed). ``scores``: gradient
+    norms minus 2 for outliers (a sensible order beyond the batch).
+    """
+
+    name = "reducible_badge"
+    description = "BADGE over non-outlying items, with corrupted modality copies last (and an optional weak quota)"
+
+    def __init__(self, outlier_z: float | None = 3.0, k: int = 10, quota: float | Literal["auto"] = 0.0,
+                 q_max: float = 0.25, sample: int = 512) -> None:
+        _check_reducible(outlier_z, k, quota, q_max, sample)
+        self.outlier_z, self.k, self.quota, self.q_max, self.sample = outlier_z, k, quota, q_max, sample
+        self.info: dict[str, Any] = {}
+
+    def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
+        from backend.kernels import FactoredEmbedding, kmeanspp_seeding
+
+        names = list(model.modality_names)
+        unl = pool.unlabeled
+        pred = model.predict(dataset, unl)
+        presence, outl = presence_and_outliers(pred, names, outlier_z=self.outlier_z, k=self.k)
+        bad = outl.any(axis=1)
+        emb = FactoredEmbedding.badge(pred.probs, [pred.fused_embedding])
+        norms = np.sqrt(emb.sq_norms.detach().double().cpu().numpy())
+
+        quota_pick, q, weak_name = weak_quota_picks(model, dataset, pool, pred, presence, bad, n, quota=self.quota,
+                                                    q_max=self.q_max, sample=self.sample, seed=seed)
+        picked: list[np.ndarray] = [quota_pick]
+        taken = np.zeros(unl.size, dtype=bool)
+        taken[quota_pick] = True
+        rest = np.flatnonzero(~bad & ~taken)
+        n_div = min(n - int(taken.sum()), rest.size)
+        if n_div > 0:
+            sub = FactoredEmbedding.badge(pred.probs[torch.as_tensor(rest, device=pred.probs.device)],
+                                          [pred.fused_embedding[torch.as_tensor(rest, device=pred.probs.device)]])
+            gen = torch.Generator().manual_seed(int(seed))
+            picks = kmeanspp_seeding(sub, n_div, gen, first="max_norm").cpu().numpy().astype(np.int64)
+            picked.append(rest[picks])
+            taken[rest[picks]] = True
+        n_fill = n - int(taken.sum())
+        if n_fill > 0:  # a short batch: the outliers, most uncertain first
+            u = normalized_uncertainty(pred.probs, "margin").double().cpu().numpy()
+            left = np.flatnonzero(~taken)
+            picked.append(left[np.lexsort((unl[left], -u[left]))][:n_fill])
+        order = np.concatenate(picked)
+        self.info = {"n_outliers": int(bad.sum()), "weak": weak_name, "quota": q, "n_quota": int(quota_pick.size)}
+        return QueryResult(unl[order], norms - 2.0 * bad, unl)
