@@ -195,11 +195,15 @@ def assemble(out: Path, config: BenchmarkConfig) -> pd.DataFrame:
 
 
 def load_results(out: str | Path) -> pd.DataFrame:
-    """The tidy results of a run folder."""
+    """The tidy results of a run folder: ``results.csv``, or ``results.parquet`` alone (how a finished run
+    is kept in the repository: results/paper)."""
     p = Path(out) / "results.csv"
-    if not p.exists():
-        raise DataError(f"{p} does not exist: run `mmal benchmark run --out {out}` first")
-    return pd.read_csv(p)
+    if p.exists():
+        return pd.read_csv(p)
+    q = Path(out) / "results.parquet"
+    if q.exists():
+        return pd.read_parquet(q)
+    raise DataError(f"{p} does not exist: run `mmal benchmark run --out {out}` first")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -173,3 +173,8 @@ def test_matrix_table_means_best_in_bold_and_ours_against_the_best_baseline(tmp_
     diffs = np.array([0.1, 0.0, 0.1]) * 100  # reducible_margin - badge per seed
     m, lo, hi = M.t_interval(diffs)
     assert cells[6] == f"reducible_margin − badge: {m:+.2f} [{lo:+.2f}, {hi:+.2f}], 2/3"
+    # a run kept as results.parquet alone (results/paper in the repository) reads the same
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    pd.read_csv(tmp_path / "results.csv").to_parquet(kept / "results.parquet", index=False)
+    assert CliRunner().invoke(app, ["table", str(kept), "--format", "matrix"]).output == out.output
