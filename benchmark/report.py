@@ -30,12 +30,11 @@ MOD_STYLES = ["-", "--", ":", "-."]
 
 
 def _load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    res = run_dir / "results.csv"
-    if not res.exists():
-        raise DataError(f"{res} does not exist: run `mmal benchmark run --out {run_dir}` first")
-    df = pd.read_csv(res)
+    from benchmark.runner import load_results
+
+    df = load_results(run_dir)
     if df.empty:
-        raise DataError(f"{res} has no rows: the run finished no cell yet")
+        raise DataError(f"{run_dir / 'results.csv'} has no rows: the run finished no cell yet")
     rj = run_dir / "run.json"
     run = json.loads(rj.read_text()) if rj.exists() else {}
     return df, run
