@@ -447,6 +447,9 @@ class ReducibleBadge(QueryStrategy):
 
     With no outliers and ``quota=0`` this is exactly BADGE (same picks, same seed). ``scores``: gradient
     norms minus 2 for outliers (a sensible order beyond the batch).
+
+    Not in the registry: on the development seeds it beat neither ``reducible_margin`` nor the best
+    baseline by a reliable margin (docs/modality_aware.md); ``studies/variants.py`` registers its variants.
     """
 
     name = "reducible_badge"
