@@ -118,6 +118,35 @@ def prepare_real(names: Sequence[str], seeds: Sequence[int], params: dict[str, A
             list(ex.map(_build_one, [n for n, _ in rest], [s for _, s in rest], [params] * len(rest)))
 
 
+def parse_train_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``--train KEY=VALUE`` flags as TrainConfig overrides; values read as JSON (numbers, true/false)
+    or else as strings. Unknown keys and invalid values are named (a typo must not run an hour)."""
+    import json
+    from dataclasses import fields, replace
+
+    from backend.data import DataError
+    from backend.models.trainer import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"--train {item!r}: expected KEY=VALUE")
+        if key not in known:
+            raise typer.BadParameter(f"--train {key}: not a training setting; known: {', '.join(sorted(known))}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    try:
+        replace(TrainConfig(), **out)
+    except (DataError, TypeError, ValueError) as e:
+        raise typer.BadParameter(f"--train: {e}") from None
+    return out
+
+
 @app.command()
 def run(
     suite: str = typer.Option("quick", "--suite", help="smoke (CI, < 1 min), quick (< 5 min), paper (everything, 5 seeds)."),
@@ -143,6 +172,9 @@ def run(
     label_noise: Optional[float] = typer.Option(None, "--label-noise", help="Oracle label-noise rate."),
     cost_per_modality: Optional[float] = typer.Option(None, "--cost-per-modality",
                                                       help="Extra oracle cost per present modality."),
+    train: Optional[List[str]] = typer.Option(None, "--train", help="KEY=VALUE training setting for every strategy "
+                                              "(repeatable), e.g. modality_balance=mmpareto, epochs=150; a suite's "
+                                              "recipe candidates still apply on top."),
     queue: Optional[str] = typer.Option(None, "--queue", help="redis://HOST:PORT/DB: run every cell as an RQ job "
                                                               "executed by `mmal worker` processes."),
     workers: int = typer.Option(1, help="In-process mode only: local worker processes (1 = this process)."),
@@ -190,6 +222,8 @@ def run(
         params["views"] = list(_split(views) or [])
     if params != cfg.scenario_params:
         changes["scenario_params"] = params
+    if train:
+        changes["train_overrides"] = {**cfg.train_overrides, **parse_train_settings(train)}
     if label_noise is not None or cost_per_modality is not None:
         o = cfg.oracle
         changes["oracle"] = replace(o, **({"noise_rate": label_noise} if label_noise is not None else {}),

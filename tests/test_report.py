@@ -147,13 +147,26 @@ def test_report_command_rewrites_report_and_rejects_empty_folder(smoke_run, tmp_
 def test_cli_flags_change_the_config_and_list_scenarios(tmp_path):
     res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--out", str(tmp_path), "--scenarios", "synergy",
                                    "--strategies", "random,entropy", "--seeds", "0-1", "--rounds", "1",
-                                   "--batch-size", "10", "--no-progress", "--no-report"])
+                                   "--batch-size", "10", "--train", "epochs=7", "--train", "modality_balance=mmpareto",
+                                   "--no-progress", "--no-report"])
     assert res.exit_code == 0, res.output + repr(res.exception)
+    cfg = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert cfg["train_overrides"] == {"epochs": 7, "patience": 5, "modality_balance": "mmpareto"}  # smoke's patience kept
     df = pd.read_csv(tmp_path / "results.csv")
     assert set(df["dataset"]) == {"synergy"} and set(df["seed"]) == {0, 1}
     assert df[df["strategy"] == "entropy"]["n_labeled"].tolist() == [30, 40, 30, 40]
     res = CliRunner().invoke(app, ["scenarios"])
     assert res.exit_code == 0 and "missing_mnar_30" in res.output
+
+
+@pytest.mark.parametrize("flag, named", [("epoch=5", "epoch: not a training setting"), ("epochs", "KEY=VALUE"),
+                                         ("modality_balance=pareto", "modality_balance must be one of"),
+                                         ("ogm_alpha=-1", "ogm_alpha must be >= 0")])
+def test_bad_train_setting_is_named_before_anything_runs(tmp_path, flag, named):
+    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--out", str(tmp_path / "r"), "--train", flag,
+                                   "--no-progress", "--no-report"])
+    text = " ".join(res.output.replace("│", " ").split())  # rich may wrap the message in a box
+    assert res.exit_code == 2 and named in text and not (tmp_path / "r").exists()
 
 
 def test_matrix_table_means_best_in_bold_and_ours_against_the_best_baseline(tmp_path):
