@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -344,3 +345,41 @@ def test_reducible_badge_bad_parameters() -> None:
                       ({"q_max": 1.5}, "q_max"), ({"sample": 0}, "sample")):
         with pytest.raises(QueryError, match=field):
             ReducibleBadge(**kw)
+
+
+# --- variant specs: the ablation suite names reducible_margin's variants as strings ------------------
+
+
+def test_strategy_spec_is_the_strategy_with_those_settings(problem) -> None:
+    from backend.strategies.base import parse_strategy_spec
+
+    assert parse_strategy_spec("margin") == ("margin", {})
+    assert parse_strategy_spec("reducible_margin(quota=0.25, outlier_z=null, outliers=absent, stratify=false)") == (
+        "reducible_margin", {"quota": 0.25, "outlier_z": None, "outliers": "absent", "stratify": False})
+    model, ds, pool = problem
+    for spec, kw in (("reducible_margin(quota=0)", {"quota": 0}), ("reducible_margin(outliers=absent)", {"outliers": "absent"})):
+        got = get_strategy(spec).query(model, ds, pool, 15, seed=2).indices
+        assert np.array_equal(got, ReducibleMargin(**kw).query(model, ds, pool, 15, seed=2).indices)
+
+
+@pytest.mark.parametrize("spec, named", [("reducible_margin(quota=2)", "quota must be"),
+                                         ("reducible_margin(foo=1)", "unexpected keyword argument 'foo'"),
+                                         ("reducible_margin(quota)", "is not key=value"),
+                                         ("reducible_margin(quota=0, quota=1)", "quota given twice"),
+                                         ("reducible_margin(quota=0", "expected name(key=value"),
+                                         ("nope(x=1)", "unknown strategy 'nope'")])
+def test_bad_strategy_spec_is_named(spec, named) -> None:
+    with pytest.raises(QueryError, match=re.escape(named)):
+        get_strategy(spec)
+
+
+def test_ablation_suite_resolves_every_variant() -> None:
+    from benchmark.runner import strategy_families
+    from benchmark.suites import BenchmarkConfig, get_suite, resolve_strategies
+
+    cfg = get_suite("ablation")
+    variants = [s for s in cfg.strategies if s.startswith("reducible_margin(")]
+    assert len(variants) == 5 and cfg.seeds == (100, 101, 102, 103)
+    assert all(f == "multimodal" for s, f in strategy_families(variants).items())
+    with pytest.raises(QueryError, match="quota must be"):
+        resolve_strategies(BenchmarkConfig(strategies=("random", "reducible_margin(quota=3)")))

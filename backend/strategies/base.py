@@ -91,12 +91,51 @@ def _load_builtin() -> None:
     from backend.strategies import classic, diversity, multimodal, modality_aware  # noqa: F401
 
 
+def parse_strategy_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"name"`` or ``"name(key=value, ...)"`` -> (name, params): a strategy with settings as one string,
+    so a benchmark can compare variants of one strategy (an ablation) by name.
+
+    Values are read as JSON (``0.25``, ``null``, ``false``, ``"auto"``) or else taken as plain strings
+    (``auto``). Keys must be identifiers and may not repeat.
+    """
+    import json
+
+    spec = spec.strip()
+    if "(" not in spec:
+        return spec, {}
+    name, _, rest = spec.partition("(")
+    name = name.strip()
+    if not rest.endswith(")") or not name:
+        raise QueryError(f"strategy spec {spec!r}: expected name(key=value, ...)")
+    params: dict[str, object] = {}
+    body = rest[:-1].strip()
+    for part in (body.split(",") if body else []):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise QueryError(f"strategy spec {spec!r}: {part.strip()!r} is not key=value")
+        if key in params:
+            raise QueryError(f"strategy spec {spec!r}: {key} given twice")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw.strip()
+    return name, params
+
+
 def get_strategy(name: str, **params: object) -> QueryStrategy:
-    """Instantiate a registered strategy by name; unknown names list the known ones."""
+    """Instantiate a registered strategy by name, or by a spec ``name(key=value, ...)``
+    (:func:`parse_strategy_spec`; explicit ``params`` win); unknown names list the known ones."""
     _load_builtin()
-    if name not in _REGISTRY:
-        raise QueryError(f"unknown strategy '{name}'; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
+    base, spec_params = parse_strategy_spec(name)
+    if base not in _REGISTRY:
+        raise QueryError(f"unknown strategy '{base}'; known: {', '.join(sorted(_REGISTRY))}")
+    if not spec_params:
+        return _REGISTRY[base](**params)
+    try:
+        return _REGISTRY[base](**{**spec_params, **params})
+    except TypeError as e:
+        raise QueryError(f"strategy spec {name!r}: {e}") from None
 
 
 def list_strategies() -> dict[str, str]:
