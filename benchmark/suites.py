@@ -197,9 +197,10 @@ def resolve_strategies(config: BenchmarkConfig) -> BenchmarkConfig:
     names: list[str] = []
     for s in config.strategies:
         for n in (every if s == ALL_STRATEGIES else [s]):
-            if parse_strategy_spec(n)[0] not in known:
+            base = parse_strategy_spec(n)[0]
+            if base not in known:
                 raise QueryError(f"unknown strategy '{n}'; known: {', '.join(known)}")
-            if n != parse_strategy_spec(n)[0]:
+            if n != base:
                 get_strategy(n)  # a variant spec: bad settings are named before anything runs
             if n not in names:
                 names.append(n)

@@ -6,9 +6,9 @@ from backend.strategies.base import register
 from backend.strategies.modality_aware import ReducibleMargin
 
 
-def _variant(name: str, **params: object) -> type:
-    cls = type(f"V_{name}", (ReducibleMargin,), {"name": name, "description": f"study variant {params}",
-                                                  "__init__": lambda self, **kw: ReducibleMargin.__init__(self, **{**params, **kw})})
+def _variant(name: str, base: type = ReducibleMargin, **params: object) -> type:
+    cls = type(f"V_{name}", (base,), {"name": name, "description": f"study variant {params}",
+                                      "__init__": lambda self, **kw: base.__init__(self, **{**params, **kw})})
     return register(cls)
 
 
@@ -38,13 +38,6 @@ _variant("rm_noquota", quota=0.0)
 
 from backend.strategies.modality_aware import ReducibleBadge  # noqa: E402
 
-
-def _rb_variant(name: str, **params: object) -> type:
-    cls = type(f"V_{name}", (ReducibleBadge,), {"name": name, "description": f"study variant {params}",
-                                                 "__init__": lambda self, **kw: ReducibleBadge.__init__(self, **{**params, **kw})})
-    return register(cls)
-
-
-_rb_variant("rb", quota=0.0)  # BADGE with outlying copies last
-_rb_variant("rb_auto", quota="auto")  # + reducible_margin's auto weak-modality quota
-_rb_variant("rb_q25", quota=0.25)  # + a fixed 25 % weak-modality quota
+_variant("rb", ReducibleBadge, quota=0.0)  # BADGE with outlying copies last
+_variant("rb_auto", ReducibleBadge, quota="auto")  # + reducible_margin's auto weak-modality quota
+_variant("rb_q25", ReducibleBadge, quota=0.25)  # + a fixed 25 % weak-modality quota

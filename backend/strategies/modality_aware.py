@@ -23,7 +23,7 @@ import torch
 from backend.data import MultimodalDataset, Pool
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
 from backend.heuristics import entropy, margin
-from backend.kernels import knn_mean_distance
+from backend.kernels import FactoredEmbedding, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
 from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, register
 
@@ -462,8 +462,6 @@ class ReducibleBadge(QueryStrategy):
         self.info: dict[str, Any] = {}
 
     def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
-        from backend.kernels import FactoredEmbedding, kmeanspp_seeding
-
         names = list(model.modality_names)
         unl = pool.unlabeled
         pred = model.predict(dataset, unl)
@@ -480,8 +478,8 @@ class ReducibleBadge(QueryStrategy):
         rest = np.flatnonzero(~bad & ~taken)
         n_div = min(n - int(taken.sum()), rest.size)
         if n_div > 0:
-            sub = FactoredEmbedding.badge(pred.probs[torch.as_tensor(rest, device=pred.probs.device)],
-                                          [pred.fused_embedding[torch.as_tensor(rest, device=pred.probs.device)]])
+            rows = torch.as_tensor(rest, device=emb.a.device)
+            sub = FactoredEmbedding(emb.a[rows], [emb.z[rows]])  # the same rows of the pool's embedding
             gen = torch.Generator().manual_seed(int(seed))
             picks = kmeanspp_seeding(sub, n_div, gen, first="max_norm").cpu().numpy().astype(np.int64)
             picked.append(rest[picks])
