@@ -26,6 +26,9 @@ class LabelStudioError(RuntimeError):
     """A Label Studio request that failed; the message names the call and the project/task."""
 
 
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+"""Label Studio's project ``sampling`` that serves the lowest prediction score first."""
+
 def _failure(what: str, exc: Exception) -> LabelStudioError:
     """A LabelStudioError that names the call, the HTTP status and Label Studio's answer.
 
@@ -119,6 +122,31 @@ class LabelStudioConnector:
             self.sdk.projects.update(id=int(project_id), model_version=version)
         except Exception as exc:
             raise _failure(f"setting model_version {version!r} of project {project_id}", exc) from _cause(exc)
+
+    def set_sampling(self, project_id: int, sampling: str = UNCERTAINTY_SAMPLING) -> bool:
+        """Set the project's task sampling (what "Label All Tasks" / ``/next`` serves); returns whether it changed.
+
+        Community edition's settings page greys out "Uncertainty sampling", but its ``/next`` honours the
+        field (``projects/functions/next_task.py``): the unsolved task with the lowest score of
+        ``project.model_version`` comes first (with several annotators, one of the first annotators + 1).
+        """
+        current = self.get_project(project_id).get("sampling")
+        if current == sampling:
+            return False
+        try:
+            self.sdk.projects.update(id=int(project_id), sampling=sampling)
+        except Exception as exc:
+            raise _failure(f"setting sampling {sampling!r} of project {project_id}", exc) from _cause(exc)
+        return True
+
+    def next_task(self, project_id: int) -> dict[str, Any] | None:
+        """The task Label Studio serves this token's user next ("Label All Tasks"), or None when done."""
+        try:
+            return self.request("GET", f"/api/projects/{int(project_id)}/next").json()
+        except LabelStudioError as exc:
+            if "HTTP 404" in str(exc):  # nothing left to label
+                return None
+            raise
 
     def delete_model_version(self, project_id: int, version: str) -> int:
         """Delete every prediction of ``version`` in the project; returns how many were deleted."""

@@ -136,6 +136,16 @@ class BackendState:
 
         return make
 
+    def encode_ahead(self, project_id: int) -> None:
+        """Once per project (and Redis): queue a job that encodes every task and publishes the cold-start
+        order. Label Studio calls /setup before every prediction batch; only the first one queues."""
+        try:
+            if jobs.first_connect(self.redis, project_id):
+                outcome = jobs.request_training(self.redis, self.settings, project_id, reason="connected")
+                log.info("project %s connected: encoding its tasks ahead (job %s)", project_id, outcome["job_id"])
+        except Exception as exc:  # /setup must answer even when Redis is down; the first webhook queues one
+            log.warning("project %s: could not queue encoding ahead: %s", project_id, exc)
+
     def strategy_for(self, meta: dict[str, Any]):
         from backend.strategies.base import get_strategy
 
@@ -284,14 +294,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pid = parse_project_id(body.project)
         if pid is None:
             raise HTTPException(status_code=422, detail=f"project {body.project!r} is not '<id>.<timestamp>'")
-        if body.label_schema:
-            try:
-                from ml_server.dataset import modality_specs
-
-                # the same check the training job makes: two modalities this backend can featurize
-                modality_specs(parse_label_config(body.label_schema), settings.featurizers, settings.featurizer_params)
-            except LabelConfigError as exc:
-                raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
         try:
             project = jobs.project_settings(settings, {"extra_params": body.extra_params})
             if project.strategy != settings.strategy or project.strategy_params != settings.strategy_params:
@@ -300,10 +302,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 get_strategy(project.strategy, **project.strategy_params)  # unknown name or bad parameters
         except (ValidationError, ValueError, TypeError) as exc:
             raise HTTPException(status_code=400, detail=f"invalid extra params: {exc}") from None
+        if body.label_schema:
+            from backend.data import DataError
+            from ml_server.dataset import modality_specs
+
+            try:
+                # the same check the training job makes: two modalities this backend can featurize
+                specs = modality_specs(parse_label_config(body.label_schema), project.featurizers,
+                                       project.featurizer_params)
+            except LabelConfigError as exc:
+                raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
+            for spec in specs:
+                try:
+                    spec.build()  # an unknown featurizer, a bad parameter, a model folder that is not there
+                except DataError as exc:
+                    raise HTTPException(status_code=400, detail=f"featurizer {spec.featurizer!r} for "
+                                        f"<{spec.tag_type} name={spec.name!r}>: {exc}") from None
         state.remember_setup(pid, {"label_config": body.label_schema, "extra_params": body.extra_params,
                                    "hostname": body.hostname, "access_token": body.access_token,
                                    "setup_at": time.time()})
-        return SetupResponse(model_version=state.store.current_version(pid) or UNTRAINED_VERSION)
+        version = state.store.current_version(pid)
+        if version is None:
+            if project.encode_ahead:
+                state.encode_ahead(pid)
+            cold = state.store.cold_start(pid)
+            version = cold.version if cold is not None else UNTRAINED_VERSION
+        return SetupResponse(model_version=version)
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, dependencies=auth)
     def predict(body: PredictRequest) -> PredictResponse:
@@ -319,8 +343,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if loaded is not None and (before is None or before.version != loaded.version):
                 state.metrics.model_reloads.inc()
         tasks = [t.model_dump(exclude_unset=True) for t in body.tasks]
+        published = state.store.cold_start(pid) if pid is not None and loaded is None else None
         items = predict_tasks(pid, tasks, body.label_config, loaded, state.fetcher_factory(pid),
-                              state.feature_cache(), state.strategy_for)
+                              state.feature_cache(), state.strategy_for, published)
         if len(items) != len(tasks):  # Label Studio drops everything on a count mismatch
             raise HTTPException(status_code=500, detail="internal error: prediction count mismatch")
         if items and all("error" in item for item in items):  # nothing to keep: say what is wrong, as a 4xx

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 PREFIX = "mmal:ls"
 TRAIN_FUNC = "ml_server.jobs.train_project"
 TRAINING_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
-                              "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "START_TRAINING"})
+                              "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "START_TRAINING",
+                              "TASKS_CREATED", "TASKS_DELETED"})
+"""Webhook actions that queue a job: labels changed (train), or tasks came or went (encode them ahead, and
+re-rank the pool: below the minimum a new cold-start order, above it a training that scores the new tasks)."""
 
 _REQUEST = """
 local cur = redis.call('GET', KEYS[1])
@@ -109,6 +112,11 @@ def save_project_setup(conn: redis.Redis, project_id: int, data: dict[str, Any])
 def load_project_setup(conn: redis.Redis, project_id: int) -> dict[str, Any]:
     raw = conn.get(key("project", project_id))
     return json.loads(raw) if raw else {}
+
+
+def first_connect(conn: redis.Redis, project_id: int) -> bool:
+    """True exactly once per project (per Redis): the first /setup of a project queues the encoding."""
+    return bool(conn.set(key("connected", project_id), repr(time.time()), nx=True))
 
 
 def project_settings(settings: Settings, setup: dict[str, Any]) -> Settings:
@@ -409,14 +417,17 @@ def _train_locked(conn: redis.Redis, base: Settings, pid: int, job_id: str, reas
     try:
         setup = load_project_setup(conn, pid)
         settings = project_settings(base, setup)
-        summary = run_training(pid, settings, setup)
+        summary = run_training(pid, settings, setup, reason=reason)
     except Exception as exc:
         set_status(conn, pid, state="failed", last_error=f"{type(exc).__name__}: {exc}",
                    last_traceback=traceback.format_exc()[-4000:], failed_at=time.time(), job_id=job_id)
         raise
     if summary.get("status") == "waiting":
         set_status(conn, pid, state="waiting_for_annotations", n_labeled=summary["n_labeled"],
-                   min_annotations=summary["min_annotations"], job_id=job_id)
+                   min_annotations=summary["min_annotations"], job_id=job_id, cold_start=summary.get("cold_start"))
+        return summary
+    if summary.get("status") == "scored":
+        set_status(conn, pid, state="idle", last_scoring=summary, finished_at=time.time(), job_id=job_id)
         return summary
     conn.incr(key("trainings", pid))
     conn.lpush(key("history", pid), json.dumps(summary, default=_json_default))

@@ -97,6 +97,32 @@ class LabelStudioProcess:
         for d in self._owned_dirs:
             shutil.rmtree(d, ignore_errors=True)
 
+    def add_user(self, email: str, password: str, token: str, venv: Path = DEFAULT_VENV) -> str:
+        """Create another member of the organization (a second annotator) with a legacy API token.
+
+        Community edition has no API to add a user without an invitation e-mail flow, so this runs Label
+        Studio's own Django models against the data dir, as ``label-studio start --username`` does.
+        """
+        if len(token) <= 5:
+            raise ValueError("Label Studio ignores tokens of 5 characters or fewer")
+        code = (
+            "import os, sys, label_studio\nsys.path.insert(0, os.path.dirname(label_studio.__file__))\n"
+            "import django; django.setup()\n"
+            "from users.models import User\nfrom organizations.models import Organization\n"
+            "from rest_framework.authtoken.models import Token\n"
+            "import sys\nemail, password, token = sys.argv[1:4]\n"
+            "user = User.objects.create_user(email=email, password=password)\n"
+            "org = Organization.objects.first()\norg.add_user(user)\n"
+            "user.active_organization = org\nuser.save()\n"
+            "Token.objects.filter(user=user).delete()\nToken.objects.create(user=user, key=token)\n")
+        env = ls_environment(self.data_dir, 0)
+        env["DJANGO_SETTINGS_MODULE"] = "core.settings.label_studio"
+        done = subprocess.run([str(venv / "bin" / "python"), "-c", code, email, password, token], env=env,
+                              cwd=str(self.data_dir), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"creating Label Studio user {email} failed:\n{done.stderr[-3000:]}")
+        return token
+
     def log_tail(self, n: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-n:]

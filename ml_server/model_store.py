@@ -7,6 +7,8 @@ Layout under ``MODEL_DIR``::
     project-<id>/versions/<version>/ranking.json   task id -> [label, score] as written to Label Studio
     project-<id>/versions/<version>/calibration.npy sorted pool priorities (maps a new task's priority to a score)
     project-<id>/current.json                       {"version": "..."}: the version that serves
+    project-<id>/cold_start.json                    the order published before the first training
+                                                    (version, task id -> score), no model
 
 A version directory is assembled under a temporary name and renamed into place, and ``current.json`` is
 replaced atomically, so a reader sees either the previous version or the new one, never a half-written
@@ -62,6 +64,22 @@ def check_version(version: str) -> str:
     return version
 
 
+def version_name(n: int, tag: str = "") -> str:
+    """``mmal-<n>-<tag>-<UTC timestamp>-<4 hex>`` (see :meth:`ModelStore.new_version`)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", tag).strip("_")[:40]
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"mmal-{int(n)}-{slug + '-' if slug else ''}{stamp}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass
+class ColdStart:
+    """The order published before the first training: ``scores`` task id -> Label Studio score."""
+
+    version: str
+    scores: dict[int, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class LoadedVersion:
     """A model version in memory: the model, its metadata, its task ranking and calibration."""
@@ -80,6 +98,7 @@ class ModelStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._cache: dict[int, LoadedVersion] = {}
+        self._cold: dict[int, tuple[int, ColdStart]] = {}
         self._lock = threading.Lock()
 
     # --- paths -------------------------------------------------------------------------------------
@@ -90,12 +109,16 @@ class ModelStore:
         return self.project_dir(project_id) / "versions" / check_version(version)
 
     # --- versions ----------------------------------------------------------------------------------
-    def new_version(self, project_id: int) -> str:
-        """A fresh, unique, time-ordered version name: ``mmal-<n>-<UTC timestamp>-<4 hex>``."""
+    def new_version(self, project_id: int, tag: str = "") -> str:
+        """A fresh, unique, time-ordered version name: ``mmal-<n>-<tag>-<UTC timestamp>-<4 hex>``.
+
+        ``tag`` names what made the order (the strategy, e.g. ``margin``; ``coverage`` for a cold start), so
+        the team sees in Label Studio's model-version list what drives the queue; it is reduced to
+        letters, digits and ``_``. A cold start is ``n = 0``: a model-free order, never a stored version.
+        """
         seqs = [int(m.group(1)) for v in self.list_versions(project_id) if (m := re.match(r"^mmal-(\d+)-", v))]
         n = max(seqs, default=0) + 1
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        return f"mmal-{n}-{stamp}-{uuid.uuid4().hex[:4]}"
+        return version_name(n, tag)
 
     def list_versions(self, project_id: int) -> list[str]:
         """Stored versions, oldest first (by the time they were saved)."""
@@ -185,6 +208,33 @@ class ModelStore:
                 if d.name.startswith(".") and d.is_dir() and time.time() - d.stat().st_mtime > 3600:
                     shutil.rmtree(d, ignore_errors=True)
         return doomed
+
+    def save_cold_start(self, project_id: int, cold: ColdStart) -> None:
+        """Record the published cold-start order (atomic replace; /predict answers from it until a training)."""
+        check_version(cold.version)
+        payload = {"version": cold.version, "scores": {str(k): float(v) for k, v in cold.scores.items()},
+                   "meta": cold.meta, "saved_at": time.time()}
+        _atomic_write_bytes(self.project_dir(project_id) / "cold_start.json",
+                            json.dumps(payload, default=_json_default).encode())
+
+    def cold_start(self, project_id: int) -> ColdStart | None:
+        """The published cold-start order, or None (none yet, or unreadable); cached by file time."""
+        path = self.project_dir(project_id) / "cold_start.json"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._cold.get(project_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            raw = json.loads(path.read_text())
+            cold = ColdStart(str(raw["version"]), {int(k): float(v) for k, v in raw["scores"].items()},
+                             dict(raw.get("meta") or {}))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._cold[project_id] = (stamp, cold)
+        return cold
 
     # --- reading -----------------------------------------------------------------------------------
     def read_meta(self, project_id: int, version: str) -> dict[str, Any]:

@@ -6,8 +6,11 @@
   scored by placing its strategy priority among that training's pool (see :mod:`ml_server.scoring`).
 - A labelled task gets score 1.0 (nothing left to learn from labelling it).
 - Before the first training there is no model: every task gets an empty result and a *cold-start*
-  score, a seeded hash of project and task id in [0, 1), i.e. a random order, which is the usual
-  initial labelled set of active learning. Its model version is ``mmal-untrained``.
+  score. Once the project's tasks were encoded ahead (ml_server/training.py), that is the published
+  coverage order (typical items of k-means clusters of the pretrained features, its own model version
+  ``mmal-0-coverage-...``); before that, or for a task imported since, a seeded hash of project and task
+  id in [0, 1), i.e. a random order (model version ``mmal-untrained``, or the cold-start version when
+  there is one, so Label Studio's sampling still counts the task).
 - A task whose data is unusable (a value that is not a URL, a refused or failed fetch, bytes that are not
   an image, or no value at all for any key the label config reads) gets an item with ``error`` naming
   the field and the reason, and no ``result``: Label Studio 1.23.2 skips exactly such an item (and logs
@@ -26,10 +29,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from backend.data import UNLABELED
-from ml_server.dataset import ModalitySpec, build_task_dataset, no_usable_value, task_label
+from ml_server.dataset import ModalitySpec, apply_scaling, build_task_dataset, no_usable_value, task_label
 from ml_server.fetch import Fetcher
 from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config
-from ml_server.model_store import LoadedVersion
+from ml_server.model_store import ColdStart, LoadedVersion
 from ml_server.scoring import LABELED_SCORE, batch_priority, calibrated_score
 
 log = logging.getLogger(__name__)
@@ -82,31 +85,40 @@ def error_item(task: Mapping[str, Any], problems: list[str], version: str) -> di
 
 
 def cold_start(project_id: int | None, tasks: list[Mapping[str, Any]],
-               label_config: str | None = None) -> list[dict[str, Any]]:
-    """Random-order scores before the first training; a task with nothing the label config reads is an
-    error item (checked when the config can be parsed: there is no model to featurize with yet)."""
+               label_config: str | None = None, published: ColdStart | None = None) -> list[dict[str, Any]]:
+    """Cold-start scores before the first training (the ``published`` order where it has the task, else
+    random); a task with nothing the label config reads is an error item (checked when the config can
+    be parsed: there is no model to featurize with yet)."""
     keys: list[str] = []
     if label_config:
         try:
             keys = [o.data_key for o in parse_label_config(label_config).objects]
         except LabelConfigError:
             keys = []
+    version = published.version if published is not None else UNTRAINED_VERSION
+    scores = published.scores if published is not None else {}
     out = []
     for t in tasks:
         problem = no_usable_value(t, keys) if keys else None
-        out.append(error_item(t, [problem], UNTRAINED_VERSION) if problem else
-                   {"result": [], "score": cold_start_score(project_id, t.get("id")), "model_version": UNTRAINED_VERSION})
+        tid = t.get("id")
+        score = scores.get(tid) if isinstance(tid, int) else None
+        if score is None:
+            score = cold_start_score(project_id, tid)
+        elif score < LABELED_SCORE and is_labeled(t, None):
+            score = LABELED_SCORE
+        out.append(error_item(t, [problem], version) if problem else
+                   {"result": [], "score": float(score), "model_version": version})
     return out
 
 
 def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_config: str | None,
                   loaded: LoadedVersion | None, fetcher_factory: Any, cache: Any,
-                  strategy_factory: Any) -> list[dict[str, Any]]:
-    """Exactly one item per task, in order (see the module docstring)."""
+                  strategy_factory: Any, published: ColdStart | None = None) -> list[dict[str, Any]]:
+    """Exactly one item per task, in order (see the module docstring); ``published``: the cold-start order."""
     if not tasks:
         return []
     if loaded is None:
-        return cold_start(project_id, tasks, label_config)
+        return cold_start(project_id, tasks, label_config, published)
     meta = loaded.meta
     try:
         config = parse_label_config(label_config or meta["label_config"], meta.get("control"))
@@ -159,7 +171,7 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
     finally:
         if fetcher is not None:
             fetcher.close()
-    ds = td.dataset
+    ds = apply_scaling(td.dataset, meta.get("feature_scaling"))
     idx = np.arange(len(ds))
     pred = model.predict(ds, idx)
     names = list(model.class_names)

@@ -19,13 +19,43 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 TRAINING_QUEUE = "mmal-ls-training"
 """Name of the RQ queue the training jobs go to (``mmal worker`` listens on it)."""
 
-DEFAULT_FEATURIZERS: dict[str, str] = {
-    "Image": "image_pixels",
-    "Text": "text_tokens",
-    "HyperText": "text_tokens",
-    "Paragraphs": "text_tokens",
-    "Markdown": "text_tokens",
+FEATURIZER_PRESETS: dict[str, dict[str, str]] = {
+    # the packaged pretrained encoders (offline): a useful model from the first dozen labels
+    "pretrained": {"Image": "efficientnet_lite0", "Text": "minilm", "HyperText": "minilm", "Paragraphs": "minilm",
+                   "Markdown": "minilm"},
+    # small encoders trained from scratch: fast, but they need hundreds of labels before they help
+    "simple": {"Image": "image_pixels", "Text": "text_tokens", "HyperText": "text_tokens",
+               "Paragraphs": "text_tokens", "Markdown": "text_tokens"},
 }
+"""Named featurizer sets for ``MMAL_FEATURIZERS`` (or a project's ``featurizers`` extra param)."""
+
+DEFAULT_FEATURIZERS: dict[str, str] = dict(FEATURIZER_PRESETS["pretrained"])
+
+
+def featurizer_map(value: Any) -> Any:
+    """``MMAL_FEATURIZERS`` / the ``featurizers`` extra param -> tag type -> featurizer name.
+
+    A preset name (``pretrained``, ``simple``), a JSON object that overrides the defaults per tag type
+    (``{"Image": "hf_image"}``), or both: ``{"preset": "simple", "Text": "minilm"}``. Empty = the defaults.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return dict(DEFAULT_FEATURIZERS)
+        if text in FEATURIZER_PRESETS:
+            return dict(FEATURIZER_PRESETS[text])
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ValueError(f"featurizers: {text!r} is neither a preset ({', '.join(FEATURIZER_PRESETS)}) "
+                             "nor a JSON object of tag type -> featurizer") from None
+    if isinstance(value, dict):
+        value = dict(value)
+        preset = value.pop("preset", "pretrained")
+        if preset not in FEATURIZER_PRESETS:
+            raise ValueError(f"featurizers: unknown preset {preset!r}; known: {', '.join(FEATURIZER_PRESETS)}")
+        value = {**FEATURIZER_PRESETS[preset], **value}
+    return value
 
 
 def _parse_json_or_csv(value: Any) -> Any:
@@ -80,9 +110,12 @@ class Settings(BaseSettings):
     seed: int = Field(0, validation_alias=AliasChoices("MMAL_SEED", "seed"))
     device: str | None = Field(None, validation_alias=AliasChoices("MMAL_DEVICE", "device"),
                                description="Training device (cpu, cuda, cuda:1); unset = GPU when present.")
-    featurizers: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_FEATURIZERS),
-                                        validation_alias=AliasChoices("MMAL_FEATURIZERS", "featurizers"),
-                                        description="Label-config object tag type -> featurizer name.")
+    featurizers: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_FEATURIZERS), validation_alias=AliasChoices("MMAL_FEATURIZERS",
+                                                                                         "featurizers"),
+        description="Label-config object tag type -> featurizer name: a preset (pretrained = EfficientNet-Lite0 "
+                    "and MiniLM, the default; simple = small encoders trained from scratch) or a JSON object, "
+                    "e.g. {\"Image\": \"hf_image\"} with MMAL_FEATURIZER_PARAMS naming the model folder.")
     featurizer_params: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
         default_factory=dict, validation_alias=AliasChoices("MMAL_FEATURIZER_PARAMS", "featurizer_params"),
         description="Featurizer name -> constructor parameters, e.g. {\"image_pixels\": {\"size\": 32}}.")
@@ -97,6 +130,30 @@ class Settings(BaseSettings):
     diagnostics_sample: int = Field(2000, ge=0, validation_alias=AliasChoices("MMAL_DIAGNOSTICS_SAMPLE",
                                                                               "diagnostics_sample"),
                                     description="Labelled tasks the modality diagnostics look at (0 = off).")
+    # --- the annotators' queue -------------------------------------------------------------------------
+    ls_sampling: Literal["uncertainty", "keep"] = Field(
+        "uncertainty", validation_alias=AliasChoices("MMAL_LS_SAMPLING", "ls_sampling"),
+        description="uncertainty: when the backend publishes an order it sets the project's sampling to "
+                    "'Uncertainty sampling', so 'Label All Tasks' serves the lowest score (the strategy's top "
+                    "task) first, also in Community edition, whose settings page greys that option out; keep: "
+                    "never change the project's sampling.")
+    cold_start: Literal["coverage", "random"] = Field(
+        "coverage", validation_alias=AliasChoices("MMAL_COLD_START", "cold_start"),
+        description="Order before the first training: coverage = typical items of k-means clusters of the "
+                    "pretrained features, round-robin (the first labels span the data); random = a seeded "
+                    "random order.")
+    cold_start_clusters: int = Field(
+        20, ge=1, validation_alias=AliasChoices("MMAL_COLD_START_CLUSTERS", "cold_start_clusters"),
+        description="k-means clusters of the coverage cold start: the first this-many tasks are one typical "
+                    "item of each cluster.")
+    encode_ahead: bool = Field(
+        True, validation_alias=AliasChoices("MMAL_ENCODE_AHEAD", "encode_ahead"),
+        description="Encode a project's tasks in the background when it connects and when tasks are imported "
+                    "(and publish the cold-start order), so the first training does not pay for it.")
+    publish_head: int = Field(
+        100, ge=0, validation_alias=AliasChoices("MMAL_PUBLISH_HEAD", "publish_head"),
+        description="After a training, the predictions of this many top-ranked tasks are pushed first and the "
+                    "project switches to the new version at once; the rest follows in bulk (0: all first).")
     # --- queue ---------------------------------------------------------------------------------------
     queue: str = Field(TRAINING_QUEUE, validation_alias=AliasChoices("MMAL_QUEUE", "queue"))
     job_timeout: int = Field(3600, ge=10, validation_alias=AliasChoices("MMAL_JOB_TIMEOUT", "job_timeout"))
@@ -145,12 +202,7 @@ class Settings(BaseSettings):
     @field_validator("featurizers", mode="before")
     @classmethod
     def _featurizers(cls, value: Any) -> Any:
-        """Empty = the defaults; a JSON object overrides (and extends) the defaults per tag type."""
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip() else {}
-        if isinstance(value, dict):
-            value = {**DEFAULT_FEATURIZERS, **value}
-        return value
+        return featurizer_map(value)
 
     @field_validator("label_studio_url")
     @classmethod
@@ -187,6 +239,15 @@ class ProjectOverrides(BaseModel):
     fusion: Literal["early", "intermediate", "late"] | None = None
     epochs: int | None = Field(None, ge=1)
     seed: int | None = None
+    featurizers: dict[str, str] | None = None
+    featurizer_params: dict[str, dict[str, Any]] | None = None
+    cold_start: Literal["coverage", "random"] | None = None
+    ls_sampling: Literal["uncertainty", "keep"] | None = None
+
+    @field_validator("featurizers", mode="before")
+    @classmethod
+    def _featurizers(cls, value: Any) -> Any:
+        return None if value is None else featurizer_map(value)
 
     def apply(self, settings: Settings) -> Settings:
         """A copy of ``settings`` with these overrides applied."""

@@ -5,16 +5,25 @@ start, so the webhook that triggered the job only says *when*, never *what*. The
 
 - :func:`build_version` (no Label Studio access): featurize, train, rank the pool with the strategy,
   save the model as a new version (not serving yet), and return the predictions for every task;
-- :func:`run_training`: pull, :func:`build_version`, then publish in an order that keeps the previous
-  model serving until the new one is complete everywhere:
+- :func:`run_training`: pull, :func:`build_version`, then publish the head of the ranking first, so the
+  annotator's next task comes from the new model within seconds even at 10k tasks:
 
-      push predictions of the new version (bulk) -> make it current here -> set project.model_version
+      push the top MMAL_PUBLISH_HEAD predictions -> make the version current here -> set
+      project.model_version (and sampling) -> push the rest in bulk
 
-  A failure before the switch removes the half-made version (its directory and its predictions).
+  Label Studio's uncertainty sampling only serves tasks with a prediction of ``project.model_version``,
+  so after the switch the head is what annotators get; the rest fills in behind it. A failure anywhere
+  puts the previous version back and removes the half-made one (its directory and its predictions).
+
+Below ``MMAL_MIN_ANNOTATIONS`` labels the job encodes every task ahead (the feature cache makes the
+first training as quick as later ones) and publishes the *cold-start* order (:mod:`backend.cold_start`:
+typical items of k-means clusters of the pretrained features, round-robin), so the first labels cover
+the data instead of following Label Studio's id order.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -26,7 +35,8 @@ from backend.data import DataError, Pool
 from connectors.labelstudio import LabelStudioConnector
 from ml_server.fetch import Fetcher, FetchPolicy
 from ml_server.label_config import LabelConfig, parse_label_config
-from ml_server.model_store import ModelStore
+from ml_server.model_store import ColdStart, ModelStore, version_name
+from ml_server.scoring import LABELED_SCORE
 from ml_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,8 +94,8 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
     from backend.strategies.base import get_strategy
-    from ml_server.dataset import build_task_dataset, modality_specs
-    from ml_server.scoring import LABELED_SCORE, rank_pool
+    from ml_server.dataset import apply_scaling, build_task_dataset, feature_scaling, modality_specs
+    from ml_server.scoring import rank_pool
 
     timings: dict[str, float] = {}
     strategy = get_strategy(settings.strategy, **settings.strategy_params)
@@ -94,7 +104,8 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
     t1 = time.time()
     td = build_task_dataset(list(tasks), config, specs, fetcher, FeatureCache(settings.cache_dir))
     timings["featurize_s"] = time.time() - t1
-    ds, labeled = td.dataset, td.labeled
+    scaling = feature_scaling(td.dataset)
+    ds, labeled = apply_scaling(td.dataset, scaling), td.labeled
     if labeled.size == 0:
         raise DataError(f"project {project_id}: no labelled task to train on")
 
@@ -131,7 +142,7 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
         except Exception as exc:  # diagnostics inform, they never block a training
             log.warning("project %s: diagnostics failed: %s", project_id, exc)
 
-    version = store.new_version(project_id)
+    version = store.new_version(project_id, tag=settings.strategy)
     task_ranking: dict[int, tuple[str, float]] = {}
     predictions = []
     for i, tid in enumerate(td.task_ids.tolist()):
@@ -147,18 +158,24 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
         "strategy_params": settings.strategy_params, "ranking_kind": ranking.kind, "fusion": settings.fusion,
         "device": str(model.device), "epochs_run": model.meta.get("epochs_run"), "val_acc": last.get("val_acc"),
         "fetch_errors": td.fetch_errors, "unknown_labels": td.unknown_labels, "timings": timings,
-        "diagnostics": diagnostics,
+        "diagnostics": diagnostics, "reliance": (diagnostics or {}).get("contribution"),
+        "featurizers": {s.name: s.featurizer for s in specs},
     }
-    meta = {**summary, "label_config": label_config, "modalities": [s.to_dict() for s in specs],
+    meta = {**summary, "labels": label_fingerprint(list(tasks), config), "label_config": label_config,
+            "modalities": [s.to_dict() for s in specs], "feature_scaling": scaling,
             "class_names": list(config.class_names), "control": config.control.name, "seed": settings.seed}
     store.save(project_id, version, model, meta, task_ranking, ranking.calibration())
     return BuiltVersion(version, previous, predictions, summary)
 
 
-def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any]) -> dict[str, Any]:
+def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], reason: str = "") -> dict[str, Any]:
     """Pull, train, publish (see the module docstring); returns a JSON-safe summary.
 
-    ``{"status": "waiting", ...}`` when fewer than ``min_annotations`` tasks are labelled.
+    ``{"status": "waiting", ...}`` when fewer than ``min_annotations`` tasks are labelled; then, with
+    ``MMAL_ENCODE_AHEAD``, every task is encoded and the cold-start order published (``"cold_start"``).
+    ``{"status": "scored", ...}`` when a model serves and the labels are the ones it was trained on (tasks
+    were imported): the new tasks are encoded and scored by the serving model, nothing is retrained.
+    ``reason`` ``START_TRAINING`` always trains.
     """
     from backend.strategies.base import get_strategy
 
@@ -177,37 +194,245 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any]) 
         if n_labeled < settings.min_annotations:
             log.info("project %s: %d labelled tasks, %d needed before the first training", project_id, n_labeled,
                      settings.min_annotations)
-            return {"status": "waiting", "project": project_id, "n_labeled": n_labeled,
-                    "min_annotations": settings.min_annotations, "n_tasks": len(tasks)}
+            waiting: dict[str, Any] = {"status": "waiting", "project": project_id, "n_labeled": n_labeled,
+                                       "min_annotations": settings.min_annotations, "n_tasks": len(tasks)}
+            if settings.encode_ahead and store.current_version(project_id) is None and tasks:
+                with make_fetcher(settings, url, ls) as fetcher:
+                    waiting["cold_start"] = publish_cold_start(ls, store, project_id, tasks, label_config,
+                                                               settings, fetcher, pull_s=pull_s)
+            return waiting
+        labels_key = label_fingerprint(tasks, config)
+        current = store.current_version(project_id)
+        if current is not None and reason != "START_TRAINING" and \
+                store.read_meta(project_id, current).get("labels") == labels_key:
+            scored = score_new_tasks(ls, store, project_id, tasks, label_config, settings, url)
+            scored["timings"]["pull_s"] = pull_s
+            return scored
         with make_fetcher(settings, url, ls) as fetcher:
             built = build_version(project_id, tasks, label_config, settings, store, fetcher)
-        t4 = time.time()
-        publish(ls, store, project_id, built, settings)
+        publish_timings = publish(ls, store, project_id, built, settings)
         summary = dict(built.summary)
-        summary["timings"] = {**summary["timings"], "pull_s": pull_s, "publish_s": time.time() - t4,
+        summary["timings"] = {**summary["timings"], "pull_s": pull_s, **publish_timings,
                               "total_s": time.time() - t0}
         summary["pruned_versions"] = _prune(ls, store, project_id, settings, keep_current=built.version)
         summary.update({"status": "trained", "n_predictions": len(built.predictions)})
+        log.info("training %s", json.dumps(training_log_record(summary), sort_keys=True))
         return summary
     finally:
         ls.close()
 
 
-def publish(ls: LabelStudioConnector, store: ModelStore, project_id: int, built: BuiltVersion,
-            settings: Settings) -> None:
-    """Push the version's predictions in bulk, make it current here, then in Label Studio; undo on failure."""
-    try:
-        ls.push_predictions(project_id, built.predictions, chunk=settings.prediction_chunk)
-        store.set_current(project_id, built.version)
+def label_fingerprint(tasks: list[Mapping[str, Any]], config: LabelConfig) -> str:
+    """A digest of every (task, class) label: equal when no label changed since a training."""
+    import hashlib
+
+    from ml_server.dataset import task_label
+
+    pairs = sorted((int(t["id"]), label) for t in tasks if (label := task_label(t, config)) is not None)
+    return hashlib.blake2b(json.dumps(pairs).encode(), digest_size=12).hexdigest()
+
+
+def score_new_tasks(ls: LabelStudioConnector, store: ModelStore, project_id: int, tasks: list[Mapping[str, Any]],
+                    label_config: str, settings: Settings, url: str) -> dict[str, Any]:
+    """Tasks the serving version never ranked (imported since): encode them and push their predictions of
+    that version, scored as ``/predict`` would (the strategy's priority placed among the training's pool),
+    so Label Studio's sampling can serve them without waiting for the next training."""
+    from backend.encoders import FeatureCache
+    from ml_server.predictor import predict_tasks
+
+    t0 = time.time()
+    loaded = store.get_current(project_id, device=settings.device)
+    if loaded is None:
+        return {"status": "scored", "project": project_id, "n_scored": 0, "timings": {}}
+    new = [t for t in tasks if int(t["id"]) not in loaded.ranking]
+    predictions: list[dict[str, Any]] = []
+    errors = 0
+    if new:
+        def strategy_for(meta: Mapping[str, Any]) -> Any:
+            from backend.strategies.base import get_strategy
+
+            return get_strategy(meta.get("strategy") or settings.strategy, **(meta.get("strategy_params") or {}))
+
+        items = predict_tasks(project_id, new, label_config, loaded, lambda: make_fetcher(settings, url, ls),
+                              FeatureCache(settings.cache_dir), strategy_for)
+        for task, item in zip(new, items):
+            if "error" in item:
+                errors += 1
+                log.warning("project %s: %s", project_id, item["error"])
+                continue
+            predictions.append({"task": int(task["id"]), **item})
+        ls.push_predictions(project_id, predictions, chunk=settings.prediction_chunk)
+    summary = {"status": "scored", "project": project_id, "model_version": loaded.version,
+               "n_scored": len(predictions), "n_unusable": errors, "timings": {"score_s": time.time() - t0}}
+    log.info("scoring %s", json.dumps({"event": "scoring", **summary}, sort_keys=True))
+    return summary
+
+
+def training_log_record(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The one structured log line a training writes (and /status shows as ``last_training``)."""
+    timings = summary.get("timings") or {}
+    return {"event": "training", "project": summary.get("project"), "model_version": summary.get("model_version"),
+            "strategy": summary.get("strategy"), "n_labeled": summary.get("n_labeled"),
+            "n_tasks": summary.get("n_tasks"), "val_acc": summary.get("val_acc"),
+            "reliance": summary.get("reliance"), "device": summary.get("device"),
+            "timings_s": {k.removesuffix("_s"): round(float(v), 3) for k, v in timings.items()}}
+
+
+def cold_start_order(tasks: list[Mapping[str, Any]], label_config: str, settings: Settings,
+                     fetcher: Fetcher | None) -> tuple[list[int], list[int], dict[str, Any]]:
+    """Encode every task (filling the feature cache) and order the unlabelled ones for a cold start.
+
+    Returns (unlabelled task ids best first, labelled task ids, info). ``coverage`` orders by
+    :func:`backend.cold_start.coverage_order` on the features; ``random`` by a seeded hash of the id.
+    """
+    from backend.cold_start import coverage_features, coverage_order
+    from backend.data import UNLABELED
+    from backend.encoders import FeatureCache
+    from ml_server.dataset import build_task_dataset, modality_specs
+    from ml_server.predictor import cold_start_score
+
+    config = parse_label_config(label_config)
+    specs = modality_specs(config, settings.featurizers, settings.featurizer_params)
+    t1 = time.time()
+    td = build_task_dataset(list(tasks), config, specs, fetcher, FeatureCache(settings.cache_dir))
+    info: dict[str, Any] = {"featurize_s": time.time() - t1, "fetch_errors": td.fetch_errors}
+    ds = td.dataset
+    labeled = np.flatnonzero(ds.labels != UNLABELED)
+    unl = np.flatnonzero(ds.labels == UNLABELED)
+    t2 = time.time()
+    if settings.cold_start == "coverage" and unl.size > 1:
+        x = coverage_features({m: ds.modalities[m] for m in ds.modality_names}, ds.masks)
+        order = coverage_order(x, settings.cold_start_clusters, labeled=labeled, seed=settings.seed)
+    else:
+        pid = tasks[0].get("project") if tasks else None
+        order = unl[np.argsort([cold_start_score(pid, int(td.task_ids[i])) for i in unl], kind="stable")]
+    info["order_s"] = time.time() - t2
+    return td.task_ids[order].tolist(), td.task_ids[labeled].tolist(), info
+
+
+def publish_cold_start(ls: LabelStudioConnector, store: ModelStore, project_id: int,
+                       tasks: list[Mapping[str, Any]], label_config: str, settings: Settings,
+                       fetcher: Fetcher | None, pull_s: float = 0.0) -> dict[str, Any]:
+    """Encode ahead and publish the cold-start order as a model version of its own (no classes yet).
+
+    Skipped (``"unchanged"``) when the published one already covers exactly these tasks: a label below
+    the minimum changes nothing Label Studio's sampling needs (it never serves a labelled task).
+    """
+    t0 = time.time()
+    order, labeled_ids, info = cold_start_order(tasks, label_config, settings, fetcher)
+    fingerprint = _task_fingerprint([int(t["id"]) for t in tasks])
+    previous = store.cold_start(project_id)
+    if previous is not None and previous.meta.get("tasks") == fingerprint \
+            and previous.meta.get("kind") == settings.cold_start:
+        return {"status": "unchanged", "model_version": previous.version, **info}
+    version = version_name(0, settings.cold_start)
+    n = max(len(order), 1)
+    scores = {tid: r / n for r, tid in enumerate(order)}
+    scores.update({tid: LABELED_SCORE for tid in labeled_ids})
+    predictions = [{"task": tid, "result": [], "score": scores[tid], "model_version": version}
+                   for tid in order + labeled_ids]
+    cold = ColdStart(version, scores, {"kind": settings.cold_start, "tasks": fingerprint, "n_tasks": len(tasks),
+                                       "clusters": settings.cold_start_clusters})
+    previous_version = previous.version if previous is not None else None
+    timings = _publish_head_first(ls, project_id, version, predictions, settings,
+                                  switch=lambda: store.save_cold_start(project_id, cold),
+                                  undo=lambda: _restore_cold_start(store, project_id, previous))
+    if previous_version and previous_version != version:
         try:
-            ls.set_model_version(project_id, built.version)
-        except BaseException:
-            if built.previous is not None:
-                store.set_current(project_id, built.previous)
-            raise
+            ls.delete_model_version(project_id, previous_version)
+        except Exception as exc:  # housekeeping
+            log.warning("project %s: could not delete the old cold-start order %s: %s", project_id,
+                        previous_version, exc)
+    record = {"event": "cold_start", "project": project_id, "model_version": version, "kind": settings.cold_start,
+              "n_tasks": len(tasks), "n_labeled": len(labeled_ids),
+              "timings_s": {"pull": round(pull_s, 3), "encode": round(info["featurize_s"], 3),
+                            "order": round(info["order_s"], 3),
+                            **{k.removesuffix("_s"): round(v, 3) for k, v in timings.items()},
+                            "total": round(pull_s + time.time() - t0, 3)}}
+    log.info("cold start %s", json.dumps(record, sort_keys=True))
+    return {"status": "published", "model_version": version, "fetch_errors": info["fetch_errors"],
+            "timings": record["timings_s"]}
+
+
+def _restore_cold_start(store: ModelStore, project_id: int, previous: ColdStart | None) -> None:
+    if previous is not None:
+        store.save_cold_start(project_id, previous)
+    else:
+        (store.project_dir(project_id) / "cold_start.json").unlink(missing_ok=True)
+
+
+def _task_fingerprint(task_ids: list[int]) -> str:
+    import hashlib
+
+    return hashlib.blake2b(",".join(map(str, sorted(task_ids))).encode(), digest_size=12).hexdigest()
+
+
+def publish(ls: LabelStudioConnector, store: ModelStore, project_id: int, built: BuiltVersion,
+            settings: Settings) -> dict[str, float]:
+    """Head first, switch, rest in bulk (module docstring); on failure the previous version serves again."""
+    def switch() -> None:
+        store.set_current(project_id, built.version)
+
+    def undo() -> None:
+        if built.previous is not None:
+            store.set_current(project_id, built.previous)
+        else:
+            (store.project_dir(project_id) / "current.json").unlink(missing_ok=True)
+
+    previous_ls = built.previous
+    if previous_ls is None:
+        cold = store.cold_start(project_id)
+        previous_ls = cold.version if cold is not None else None
+    try:
+        return _publish_head_first(ls, project_id, built.version, built.predictions, settings, switch=switch,
+                                   undo=undo, previous=previous_ls)
     except BaseException:
         _undo(ls, store, project_id, built.version)
         raise
+
+
+def _publish_head_first(ls: LabelStudioConnector, project_id: int, version: str,
+                        predictions: list[dict[str, Any]], settings: Settings, *, switch: Any, undo: Any,
+                        previous: str | None = None) -> dict[str, float]:
+    """Push the ``publish_head`` lowest-score predictions, switch (here via ``switch``, then Label Studio's
+    model_version and sampling), push the rest. A failure after the switch calls ``undo`` and points
+    Label Studio back at ``previous`` before re-raising; the caller deletes the new version's predictions."""
+    ordered = sorted(predictions, key=lambda p: (p["score"], p["task"]))
+    head_n = len(ordered) if settings.publish_head <= 0 else min(settings.publish_head, len(ordered))
+    timings: dict[str, float] = {}
+    t = time.time()
+    ls.push_predictions(project_id, ordered[:head_n], chunk=settings.prediction_chunk)
+    timings["push_head_s"] = time.time() - t
+    t = time.time()
+    switched = False
+    try:
+        switch()
+        switched = True
+        ls.set_model_version(project_id, version)
+        if settings.ls_sampling == "uncertainty":
+            if ls.set_sampling(project_id):
+                log.info("project %s: sampling set to 'Uncertainty sampling' so annotators get the lowest score "
+                         "first (MMAL_LS_SAMPLING=keep leaves it alone)", project_id)
+        timings["switch_s"] = time.time() - t
+        t = time.time()
+        ls.push_predictions(project_id, ordered[head_n:], chunk=settings.prediction_chunk)
+        timings["push_rest_s"] = time.time() - t
+    except BaseException:
+        if switched:
+            undo()
+            if previous is not None:
+                try:
+                    ls.set_model_version(project_id, previous)
+                except Exception as exc:
+                    log.warning("project %s: could not point Label Studio back at %s: %s", project_id, previous,
+                                exc)
+        try:
+            ls.delete_model_version(project_id, version)
+        except Exception as exc:
+            log.warning("project %s: could not delete predictions of failed version %s: %s", project_id,
+                        version, exc)
+        raise
+    return timings
 
 
 def _undo(ls: LabelStudioConnector, store: ModelStore, project_id: int, version: str) -> None:

@@ -325,8 +325,13 @@ def test_burst_of_fifty_annotations_is_one_pending_job(client, rconn, settings):
     assert Queue(settings.queue, connection=rconn).count == 2
 
 
+def test_imported_tasks_queue_a_job_that_encodes_them_ahead(client, rconn, settings):
+    r = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1}, "tasks": [{"id": 5}]})
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert Queue(settings.queue, connection=rconn).count == 1
+
+
 @pytest.mark.parametrize("payload", [
-    {"action": "TASKS_CREATED", "project": {"id": 1}},
     {"action": "PROJECT_CREATED", "project": {"id": 1}},
     {"action": "ANNOTATION_CREATED"},  # no project: nothing to train
 ])
