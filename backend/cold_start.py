@@ -8,7 +8,7 @@ span it (TypiClust's "typical items of many clusters", Hacohen et al. 2022, here
 1. every modality's features are standardised (per dimension, over the items that have it) and its
    block scaled by ``1 / sqrt(d_m)``, so each modality weighs the same whatever its width; a missing
    modality is all zeros (its mean);
-2. k-means with ``k = min(head, N)`` clusters;
+2. k-means with ``k = min(head, N // 4)`` clusters (``head``: ``MMAL_COLD_START_CLUSTERS``);
 3. within each cluster, items are ranked by *typicality*, ``1 / (mean distance to its kNN in the
    cluster + 1e-5)``: dense, representative items first, outliers last;
 4. the order visits the clusters round-robin, largest first, taking each cluster's next most typical
@@ -71,7 +71,7 @@ def coverage_order(x: torch.Tensor, head: int = 20, *, labeled: np.ndarray | Non
         taken[np.asarray(labeled, dtype=np.int64)] = True
     if n == 0 or taken.all():
         return np.zeros(0, dtype=np.int64)
-    k = max(1, min(int(head), n))
+    k = max(1, min(int(head), n // 4))  # at least 4 items a cluster on average: typicality needs neighbours
     _, labels_t = kmeans(x, k, iters, torch.Generator().manual_seed(int(seed)))
     labels = labels_t.cpu().numpy()
     sizes = np.bincount(labels, minlength=k)

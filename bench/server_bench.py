@@ -20,6 +20,9 @@ command; ``--json PATH`` also writes everything as JSON. Usage::
     nice -n 10 .venv/bin/python bench/server_bench.py predict --tasks 100 --repeat 200
     nice -n 10 .venv/bin/python bench/server_bench.py burst --annotations 50 --tasks 10000
     nice -n 10 .venv/bin/python bench/server_bench.py load --clients 16 --seconds 60
+    nice -n 10 .venv/bin/python bench/server_bench.py loop --tasks 10000   # the annotators' loop, defaults
+
+- ``loop``: the annotators' loop as it ships (see :func:`run_loop`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ if str(REPO) not in sys.path:
 
 from bench.server_harness import (AUTH, auth_header, load_average, percentiles, predict_body,  # noqa: E402
                                   predict_load, request_menu, serving, stop_process, train_demo_version,
-                                  unseen_tasks)
+                                  unseen_tasks, wait_until)
 
 PROJECT = 1
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
@@ -177,10 +180,32 @@ def print_load(s: dict[str, Any]) -> None:
 
 
 # --- burst -----------------------------------------------------------------------------------------------------
-def burst_tasks(n: int, seed: int) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+def _distinct_copy(task: dict[str, Any], copy: int) -> dict[str, Any]:
+    """The task with its content made unique for ``copy`` > 0 (one pixel of the PNG, a suffix of the text), so
+    the feature cache cannot serve it from the original: encoding cost is paid per task, as on real data."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ml_server.demo import png_data_url
+
+    data = dict(task["data"], copy=copy)
+    if copy:
+        img = Image.open(io.BytesIO(base64.b64decode(data["image"].split(",", 1)[1]))).convert("RGBA")
+        img.putpixel((0, 0), (copy % 256, (copy // 256) % 256, 7, 255))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data["image"] = png_data_url(buf.getvalue())
+        data["text"] = f"{data['text']} #{copy}"
+    return {"data": data}
+
+
+def burst_tasks(n: int, seed: int, distinct: bool = False) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """``n`` emoji tasks (image as a data: URL + text) over every emoji category, balanced: each emoji of
     the smallest category's size per class, repeated with a ``copy`` field until ``n`` (Label Studio gives
-    each its own id). Returns (tasks, true class per task, class names)."""
+    each its own id); ``distinct``: each copy's content differs (:func:`_distinct_copy`). Returns (tasks,
+    true class per task, class names)."""
     import numpy as np
 
     from connectors.datasets.emoji import load_emoji
@@ -192,7 +217,9 @@ def burst_tasks(n: int, seed: int) -> tuple[list[dict[str, Any]], list[str], lis
     tasks, truth = [], []
     for k in range(n):
         j = k % len(pool.tasks)
-        tasks.append({"data": dict(pool.tasks[j]["data"], copy=k // len(pool.tasks))})
+        copy = k // len(pool.tasks)
+        tasks.append(_distinct_copy(pool.tasks[j], copy) if distinct else
+                     {"data": dict(pool.tasks[j]["data"], copy=copy)})
         truth.append(pool.truth[j])
     return tasks, truth, pool.class_names
 
@@ -458,9 +485,132 @@ def print_burst(s: dict[str, Any]) -> None:
               f"{s['final_version']} (pulled in {v['pull_s']} s)")
 
 
+def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The annotators' loop as it ships (issue 12): a real Label Studio with ``--tasks`` distinct emoji tasks,
+    ``mmal serve`` + ``mmal worker`` with NO MMAL_* settings (pretrained featurizers, margin, the default
+    recipe). Clocked: connect -> cold-start order published (encoding ahead); then ``--rounds`` rounds of
+    ``--labels`` annotations of what ``/api/projects/<id>/next`` serves, each timed from the annotation
+    that completes the round to (a) ``/next`` serving a task of the new version (the strategy's top task)
+    and (b) every task holding a prediction of it. Each training's phases come from its job's timings."""
+    import httpx
+    import redis
+
+    from connectors.labelstudio import LabelStudioConnector
+    from ml_server.demo import choice_annotation, label_config
+    from ml_server.ls_process import start_label_studio
+    from ml_server.model_store import ModelStore
+    from ml_server.settings import TRAINING_QUEUE
+
+    conn = redis.Redis.from_url(args.redis_url)
+    conn.flushdb()
+    setup: dict[str, float] = {}
+    t = time.monotonic()
+    tasks, truth, class_names = burst_tasks(args.tasks, args.seed, distinct=True)
+    setup["make_tasks_s"] = time.monotonic() - t
+    ls = start_label_studio()
+    worker = None
+    rounds: list[dict[str, Any]] = []
+    try:
+        lsc = LabelStudioConnector(ls.url, ls.token, timeout=600)
+        pid = lsc.create_project("server bench loop", label_config(class_names))
+        t = time.monotonic()
+        ids: list[int] = []
+        for s in range(0, len(tasks), args.import_chunk):
+            ids += lsc.import_tasks(pid, tasks[s:s + args.import_chunk])
+        setup["import_s"] = time.monotonic() - t
+        truth_of = dict(zip(ids, truth))
+        env = {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, **args.extra_env}
+        worker = start_worker(work, {**env, "REDIS_URL": args.redis_url, "MODEL_DIR": str(work / "models")})
+        store = ModelStore(work / "models")
+        poller = Poller(lsc, ls, store, args.poll)
+        with serving(work / "models", work / "server.log", args.redis_url, AUTH, env) as server:
+            t = time.monotonic()
+            backend = lsc.register_backend(pid, server.url, title="mmal-bench", basic_auth=AUTH)
+            if backend.get("state") != "CO":
+                raise BenchError(f"Label Studio could not connect the backend: {backend}")
+            cold = _wait(lambda: store.cold_start(pid), args.timeout, args.poll, "the cold-start order")
+            setup["connect_to_cold_start_s"] = time.monotonic() - t
+            print(f"cold start {cold.version} published {setup['connect_to_cold_start_s']:.1f} s after connecting "
+                  f"({len(ids)} tasks encoded ahead)", flush=True)
+            since = time.time()
+            labelled: list[int] = []
+            for r in range(args.rounds):
+                before = store.current_version(pid)
+                for _ in range(args.labels):
+                    task = poller.read(lambda: lsc.next_task(pid))
+                    lsc.create_annotation(task["id"], choice_annotation("label", "text", truth_of[task["id"]]))
+                    labelled.append(task["id"])
+                t0 = time.monotonic()
+
+                def served_new() -> dict[str, Any] | None:
+                    version = store.current_version(pid)
+                    if version in (None, before):
+                        return None
+                    nxt = poller.read(lambda: lsc.next_task(pid))
+                    if not nxt or not any(p.get("model_version") == version for p in nxt.get("predictions") or []):
+                        return None
+                    return {"version": version, "task": nxt["id"]}
+
+                got = _wait(served_new, args.timeout, args.poll / 4, "the next task from a new version")
+                to_next = time.monotonic() - t0
+                counts = _wait(lambda: (c := poller.read(lambda: lsc.model_versions(pid)) or {}).get(
+                    got["version"], 0) >= len(ids) and c, args.timeout, args.poll, "every task re-scored")
+                to_all = time.monotonic() - t0
+                meta = store.read_meta(pid, got["version"])
+                ranking = store.load(pid, got["version"]).ranking
+                top = min((s, t) for t, (_, s) in ranking.items() if t not in labelled)
+                rounds.append({"round": r + 1, "n_labeled": meta.get("n_labeled"), "version": got["version"],
+                               "label_to_next_task_s": round(to_next, 1), "label_to_all_rescored_s": round(to_all, 1),
+                               "next_is_top": got["task"] == top[1], "timings": {
+                                   k: round(float(v), 2) for k, v in (meta.get("timings") or {}).items()},
+                               "val_acc": meta.get("val_acc"),
+                               "accuracy_unlabelled": _accuracy(store, pid, got["version"], truth_of, labelled)})
+                print(f"round {r + 1}: {meta.get('n_labeled')} labels -> next task from {got['version']} after "
+                      f"{to_next:.1f} s (the strategy's top task: {rounds[-1]['next_is_top']}), all "
+                      f"{len(ids)} re-scored after {to_all:.1f} s", flush=True)
+                wait_idle(conn, args.timeout, args.poll)
+            timeline = job_timeline(args.redis_url, TRAINING_QUEUE, since)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        ls.stop()
+    for rnd in rounds:
+        job = next((j for j in timeline if j["model_version"] == rnd["version"]), None)
+        if job:
+            rnd["timings"] = {**rnd["timings"], **job["timings"]}
+    return {"tasks": len(ids), "classes": len(class_names), "labels_per_round": args.labels,
+            "setup": {k: round(v, 1) for k, v in setup.items()}, "rounds": rounds, "jobs": timeline,
+            "label_studio_read_errors": poller.errors}
+
+
+def _wait(fn: Callable[[], Any], timeout: float, interval: float, what: str) -> Any:
+    return wait_until(fn, timeout, interval, what, error=BenchError)
+
+
+def _accuracy(store: Any, pid: int, version: str, truth: dict[int, str], labelled: list[int]) -> float:
+    """Share of the unlabelled tasks whose pre-annotation (the version's predicted class) is right."""
+    ranking = store.load(pid, version).ranking
+    rest = [t for t in ranking if t not in set(labelled)]
+    return round(sum(ranking[t][0] == truth[t] for t in rest) / max(len(rest), 1), 3)
+
+
+PHASES = ("pull_s", "featurize_s", "train_s", "rank_s", "push_head_s", "switch_s", "push_rest_s", "total_s")
+
+
+def print_loop(s: dict[str, Any]) -> None:
+    print(f"annotators' loop, {s['tasks']} tasks, {s['classes']} classes, defaults; setup {s['setup']}")
+    print("  round | labels | label -> next task of the new version | -> all re-scored | next = top | "
+          "accuracy on unlabelled | phases (s)")
+    for r in s["rounds"]:
+        phases = ", ".join(f"{k[:-2]} {r['timings'][k]}" for k in PHASES if k in r["timings"])
+        print(f"  {r['round']} | {r['n_labeled']} | {r['label_to_next_task_s']} s | {r['label_to_all_rescored_s']} s | "
+              f"{r['next_is_top']} | {r['accuracy_unlabelled']} | {phases}")
+
+
 # --- CLI -------------------------------------------------------------------------------------------------------
 MEASUREMENTS: dict[str, tuple[Callable[[argparse.Namespace, Path], dict], Callable[[dict], None]]] = {
-    "predict": (run_predict, print_predict), "burst": (run_burst, print_burst), "load": (run_load, print_load)}
+    "predict": (run_predict, print_predict), "burst": (run_burst, print_burst), "load": (run_load, print_load),
+    "loop": (run_loop, print_loop)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -491,6 +641,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bu.add_argument("--poll", type=float, default=1.0, help="seconds between polls of Label Studio (default 1)")
     bu.add_argument("--no-verify", dest="verify", action="store_false",
                     help="skip pulling every task at the end to check each holds a prediction of the final version")
+    lp = sub.add_parser("loop", parents=[common], help="the annotators' loop with the defaults: label -> next task")
+    lp.add_argument("--tasks", type=int, default=2000, help="tasks in the project (default 2000)")
+    lp.add_argument("--labels", type=int, default=10, help="annotations per round (default 10 = the minimum)")
+    lp.add_argument("--rounds", type=int, default=2, help="trainings to time (default 2: the first and a later)")
+    lp.add_argument("--import-chunk", type=int, default=1000, help="tasks per import request (default 1000)")
+    lp.add_argument("--poll", type=float, default=1.0, help="seconds between polls of Label Studio (default 1)")
     lo = sub.add_parser("load", parents=[common], help="N clients x M seconds of /predict")
     lo.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     lo.add_argument("--seconds", type=float, default=60.0, help="seconds of load (default 60)")
@@ -503,9 +659,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--env takes KEY=VALUE")
     args.extra_env = dict(e.split("=", 1) for e in args.env)
     if args.timeout is None:
-        args.timeout = 3600.0 if args.measurement == "burst" else 60.0
+        args.timeout = 3600.0 if args.measurement in ("burst", "loop") else 60.0
     positive = [v for k, v in vars(args).items()
-                if k in ("tasks", "repeat", "annotations", "clients", "seconds", "unseen", "epochs")]
+                if k in ("tasks", "repeat", "annotations", "clients", "seconds", "unseen", "epochs", "labels",
+                         "rounds")]
     if any(v <= 0 for v in positive) or getattr(args, "initial", 0) < 0 \
             or not 0 <= getattr(args, "new_fraction", 0) <= 1:
         p.error("sizes must be positive, --initial >= 0, --new-fraction in [0, 1]")

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 AUTH = ("bench", "bench-password")
@@ -28,6 +28,18 @@ AUTH = ("bench", "bench-password")
 __all__ = ["AUTH", "DemoVersion", "train_demo_version", "unseen_tasks", "predict_body", "request_menu",
            "start_server", "wait_healthy", "stop_process", "Server", "serving", "auth_header", "predict_load",
            "percentiles", "load_average"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 120, interval: float = 0.05, what: str = "condition",
+               error: type[Exception] = TimeoutError) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), else raise ``error`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise error(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass

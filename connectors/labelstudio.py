@@ -190,6 +190,51 @@ class LabelStudioConnector:
         except Exception as exc:  # the SDK raises its own ApiError types
             raise _failure(f"listing tasks of project {project_id}", exc) from _cause(exc)
 
+    def _task_pages(self, project_id: int, params: Mapping[str, Any], page_size: int) -> Iterator[dict[str, Any]]:
+        """Tasks of ``/api/tasks`` page by page, read as plain JSON (the SDK's typed parsing costs more than
+        Label Studio's own serialisation at 10k tasks)."""
+        page, seen = 1, 0
+        while True:
+            try:
+                r = self.request("GET", "/api/tasks", params={"project": int(project_id), "page": page,
+                                                             "page_size": int(page_size), **params})
+            except LabelStudioError as exc:
+                if "HTTP 404" in str(exc) and page > 1:  # past the last page
+                    return
+                raise
+            body = r.json()
+            items = body.get("tasks", []) if isinstance(body, dict) else body
+            yield from items
+            seen += len(items)
+            total = body.get("total") if isinstance(body, dict) else None
+            if not items or len(items) < page_size or (isinstance(total, int) and seen >= total):
+                return
+            page += 1
+
+    def task_index(self, project_id: int, *, page_size: int = 2000) -> dict[int, dict[str, Any]]:
+        """id -> {updated_at, total_annotations, cancelled_annotations} of every task: a few fields, cheap."""
+        fields = "id,updated_at,total_annotations,cancelled_annotations"
+        return {int(t["id"]): t for t in self._task_pages(project_id, {"fields": "task_only", "include": fields},
+                                                          page_size)}
+
+    DATA_FIELDS = "id,project,data,is_labeled,updated_at,total_annotations,cancelled_annotations"
+    """A task without its annotations and predictions (with ``include``, Label Studio 1.23.2 reduces
+    annotations to their ids, so annotated tasks are read whole)."""
+
+    def tasks_by_id(self, project_id: int, task_ids: Sequence[int], *, chunk: int = 200,
+                    include: str | None = None) -> list[dict[str, Any]]:
+        """The tasks ``task_ids`` with the fields ``include`` (None: every field, predictions included)."""
+        out: list[dict[str, Any]] = []
+        ids = [int(i) for i in task_ids]
+        for s in range(0, len(ids), chunk):
+            part = ids[s:s + chunk]
+            params: dict[str, Any] = {"fields": "all",
+                                      "query": json.dumps({"selectedItems": {"all": False, "included": part}})}
+            if include:
+                params["include"] = include
+            out.extend(self._task_pages(project_id, params, max(len(part), 1)))
+        return out
+
     def pull_tasks(self, project_id: int, *, page_size: int = 500) -> list[dict[str, Any]]:
         """All tasks of the project with their annotations: what a training job learns from."""
         return list(self.iter_tasks(project_id, page_size=page_size))

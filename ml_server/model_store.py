@@ -9,6 +9,8 @@ Layout under ``MODEL_DIR``::
     project-<id>/current.json                       {"version": "..."}: the version that serves
     project-<id>/cold_start.json                    the order published before the first training
                                                     (version, task id -> score), no model
+    project-<id>/task-cache.json                    the tasks as last read from Label Studio (data,
+                                                    annotations; see ml_server.training.pull_project_tasks)
 
 A version directory is assembled under a temporary name and renamed into place, and ``current.json`` is
 replaced atomically, so a reader sees either the previous version or the new one, never a half-written
@@ -235,6 +237,19 @@ class ModelStore:
             return None
         self._cold[project_id] = (stamp, cold)
         return cold
+
+    def save_task_cache(self, project_id: int, tasks: dict[int, dict[str, Any]]) -> None:
+        """The project's tasks as last read from Label Studio (see ml_server.training.pull_project_tasks)."""
+        _atomic_write_bytes(self.project_dir(project_id) / "task-cache.json",
+                            json.dumps({str(k): v for k, v in tasks.items()}).encode())
+
+    def load_task_cache(self, project_id: int) -> dict[int, dict[str, Any]]:
+        """The cached tasks (empty when there is none or it cannot be read: everything is read again)."""
+        try:
+            raw = json.loads((self.project_dir(project_id) / "task-cache.json").read_text())
+            return {int(k): v for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     # --- reading -----------------------------------------------------------------------------------
     def read_meta(self, project_id: int, version: str) -> dict[str, Any]:

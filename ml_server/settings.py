@@ -143,7 +143,7 @@ class Settings(BaseSettings):
                     "pretrained features, round-robin (the first labels span the data); random = a seeded "
                     "random order.")
     cold_start_clusters: int = Field(
-        20, ge=1, validation_alias=AliasChoices("MMAL_COLD_START_CLUSTERS", "cold_start_clusters"),
+        50, ge=1, validation_alias=AliasChoices("MMAL_COLD_START_CLUSTERS", "cold_start_clusters"),
         description="k-means clusters of the coverage cold start: the first this-many tasks are one typical "
                     "item of each cluster.")
     encode_ahead: bool = Field(

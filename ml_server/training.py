@@ -175,7 +175,8 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
     ``MMAL_ENCODE_AHEAD``, every task is encoded and the cold-start order published (``"cold_start"``).
     ``{"status": "scored", ...}`` when a model serves and the labels are the ones it was trained on (tasks
     were imported): the new tasks are encoded and scored by the serving model, nothing is retrained.
-    ``reason`` ``START_TRAINING`` always trains.
+    Only a job queued for tasks (``reason`` in :data:`SCORING_REASONS`) may skip the training; one queued by
+    an annotation webhook or START_TRAINING always trains.
     """
     from backend.strategies.base import get_strategy
 
@@ -188,14 +189,15 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
         project = ls.get_project(project_id)
         label_config = project["label_config"]
         config = parse_label_config(label_config)
-        tasks = ls.pull_tasks(project_id)
+        tasks, pull_info = pull_project_tasks(ls, store, project_id)
         pull_s = time.time() - t0
         n_labeled = count_labeled(tasks, config)
         if n_labeled < settings.min_annotations:
             log.info("project %s: %d labelled tasks, %d needed before the first training", project_id, n_labeled,
                      settings.min_annotations)
             waiting: dict[str, Any] = {"status": "waiting", "project": project_id, "n_labeled": n_labeled,
-                                       "min_annotations": settings.min_annotations, "n_tasks": len(tasks)}
+                                       "min_annotations": settings.min_annotations, "n_tasks": len(tasks),
+                                       "pull": pull_info}
             if settings.encode_ahead and store.current_version(project_id) is None and tasks:
                 with make_fetcher(settings, url, ls) as fetcher:
                     waiting["cold_start"] = publish_cold_start(ls, store, project_id, tasks, label_config,
@@ -203,7 +205,7 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
             return waiting
         labels_key = label_fingerprint(tasks, config)
         current = store.current_version(project_id)
-        if current is not None and reason != "START_TRAINING" and \
+        if current is not None and reason in SCORING_REASONS and \
                 store.read_meta(project_id, current).get("labels") == labels_key:
             scored = score_new_tasks(ls, store, project_id, tasks, label_config, settings, url)
             scored["timings"]["pull_s"] = pull_s
@@ -215,11 +217,48 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
         summary["timings"] = {**summary["timings"], "pull_s": pull_s, **publish_timings,
                               "total_s": time.time() - t0}
         summary["pruned_versions"] = _prune(ls, store, project_id, settings, keep_current=built.version)
-        summary.update({"status": "trained", "n_predictions": len(built.predictions)})
+        summary.update({"status": "trained", "n_predictions": len(built.predictions), "pull": pull_info})
         log.info("training %s", json.dumps(training_log_record(summary), sort_keys=True))
         return summary
     finally:
         ls.close()
+
+
+SCORING_REASONS = frozenset({"TASKS_CREATED", "TASKS_DELETED", "connected"})
+"""Why a job was queued when it is about tasks, not labels (see :func:`run_training`)."""
+
+
+def pull_project_tasks(ls: LabelStudioConnector, store: ModelStore,
+                       project_id: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every task of the project with its annotations, read incrementally: Label Studio takes about 4 ms a
+    task to serialise a whole one, so 10k tasks cost 40 s a job. Here each job reads a cheap index (id,
+    updated_at, annotation counts), then in full only the tasks that are annotated, were annotated, are
+    new or changed; the data of the others comes from the project's task cache (MODEL_DIR, written by
+    the job that holds the project's lock). Label Studio stays the source of truth for every label."""
+    index = ls.task_index(project_id)
+    cache = store.load_task_cache(project_id)
+    annotated, stale = [], []
+    for tid, head in index.items():
+        cached = cache.get(tid)
+        if int(head.get("total_annotations") or 0) + int(head.get("cancelled_annotations") or 0) > 0 \
+                or (cached is not None and cached.get("annotations")):
+            annotated.append(tid)
+        elif cached is None or cached.get("updated_at") != head.get("updated_at"):
+            stale.append(tid)
+    fresh = ls.tasks_by_id(project_id, annotated) + ls.tasks_by_id(project_id, stale, include=ls.DATA_FIELDS)
+    keep = ("id", "project", "data", "annotations", "is_labeled", "updated_at", "total_annotations",
+            "cancelled_annotations")
+    changed = bool(stale) or any(t not in index for t in cache)
+    for task in fresh:
+        slim = {k: task[k] for k in keep if k in task}
+        slim.setdefault("annotations", [])
+        tid = int(task["id"])
+        changed = changed or cache.get(tid) != slim
+        cache[tid] = slim
+    tasks = [cache[tid] for tid in sorted(index) if tid in cache]
+    if changed:
+        store.save_task_cache(project_id, {int(t["id"]): t for t in tasks})
+    return tasks, {"indexed": len(index), "read_whole": len(annotated), "read_data": len(stale)}
 
 
 def label_fingerprint(tasks: list[Mapping[str, Any]], config: LabelConfig) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -83,13 +82,9 @@ def rconn(request):
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy (returned), else fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    from bench.server_harness import wait_until
+
+    return wait_until(predicate, timeout, interval, what, error=AssertionError)
 
 
 def annotate(lsc, project, task_ids) -> None:

@@ -149,6 +149,12 @@ def test_setup_from_capture(client, rconn, settings):
     stored = jobs.load_project_setup(rconn, 1)
     assert stored["label_config"] == req["body"]["schema"] and stored["hostname"] == "http://localhost:8080"
     assert stored["access_token"] == req["body"]["access_token"]
+    # the first /setup of a project queues the job that encodes its tasks ahead; later ones (Label Studio
+    # calls /setup before every prediction batch) queue nothing
+    queue = Queue(settings.queue, connection=rconn)
+    assert queue.count == 1 and queue.fetch_job(queue.job_ids[0]).kwargs == {"reason": "connected"}
+    assert client.post("/setup", json=req["body"], headers=req["headers"]).status_code == 200
+    assert queue.count == 1
 
 
 def test_setup_reports_the_serving_version(client, settings, trained):
@@ -166,6 +172,11 @@ def test_setup_reports_the_serving_version(client, settings, trained):
     (None, {"strategy": "no_such_strategy"}, "unknown strategy 'no_such_strategy'"),
     (None, {"strategy": "underrelied_uncertainty", "strategy_params": {"uncertainty": "bogus"}}, "uncertainty"),
     (None, "not json", "invalid extra params"),
+    (None, {"featurizers": "bogus"}, "neither a preset"),
+    (None, {"featurizers": {"preset": "fancy"}}, "unknown preset 'fancy'"),
+    (None, {"featurizers": {"Image": "no_such_featurizer"}}, "featurizer 'no_such_featurizer' for <Image"),
+    (None, {"featurizers": {"Image": "hf_image"}, "featurizer_params": {"hf_image": {"model": "/no/such/vit"}}},
+     "/no/such/vit"),
 ])
 def test_setup_rejects_what_the_backend_cannot_serve(client, schema, extra, message):
     body = captured_request("POST", "/setup")["body"]
@@ -181,6 +192,37 @@ def test_setup_accepts_project_extra_params(client, rconn):
     body["extra_params"] = {"strategy": "entropy", "min_annotations": 20}
     assert client.post("/setup", json=body).status_code == 200
     assert jobs.load_project_setup(rconn, 1)["extra_params"] == {"strategy": "entropy", "min_annotations": 20}
+
+
+def test_a_project_can_choose_any_local_transformers_folder(client, rconn, settings):
+    from backend.encoders.pretrained import minilm_model_dir
+
+    body = captured_request("POST", "/setup")["body"]
+    extra = {"featurizers": {"Text": "hf_text"}, "featurizer_params": {"hf_text": {"model": str(minilm_model_dir())}}}
+    body["extra_params"] = extra
+    assert client.post("/setup", json=body).status_code == 200
+    project = jobs.project_settings(settings, {"extra_params": extra})
+    assert project.featurizers["Text"] == "hf_text" and project.featurizers["Image"] == "efficientnet_lite0"
+    assert project.featurizer_params == {"hf_text": {"model": str(minilm_model_dir())}}
+
+
+@pytest.mark.parametrize("value, image, text", [
+    ("", "efficientnet_lite0", "minilm"),
+    ("pretrained", "efficientnet_lite0", "minilm"),
+    ("simple", "image_pixels", "text_tokens"),
+    ('{"Image": "hf_image"}', "hf_image", "minilm"),
+    ('{"preset": "simple", "Text": "minilm"}', "image_pixels", "minilm"),
+])
+def test_featurizer_setting_takes_presets_and_overrides(monkeypatch, value, image, text):
+    monkeypatch.setenv("MMAL_FEATURIZERS", value)
+    s = Settings()
+    assert (s.featurizers["Image"], s.featurizers["Text"]) == (image, text)
+
+
+def test_a_bad_featurizer_setting_is_named(monkeypatch):
+    monkeypatch.setenv("MMAL_FEATURIZERS", "clip")
+    with pytest.raises(ValueError, match="featurizers: 'clip' is neither a preset"):
+        Settings()
 
 
 # --- /predict -----------------------------------------------------------------------------------------------------
@@ -397,7 +439,7 @@ def test_scores_follow_the_strategy_ranking(settings, trained):
     """score = rank / n over the unlabelled pool, rank from the strategy's own priorities."""
     from backend.data import Pool
     from backend.strategies.base import get_strategy
-    from ml_server.dataset import build_task_dataset, modality_specs
+    from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs
     from ml_server.label_config import parse_label_config
     from ml_server.scoring import calibrated_score, rank_pool
 
@@ -406,14 +448,15 @@ def test_scores_follow_the_strategy_ranking(settings, trained):
     cfg = parse_label_config(config)
     specs = modality_specs(cfg, settings.featurizers, settings.featurizer_params)
     td = build_task_dataset(tasks, cfg, specs, Fetcher(FetchPolicy()), None)
-    pool = Pool.from_labeled(len(td.dataset), td.labeled)
-    pri = get_strategy("margin").score(loaded.model, td.dataset, pool, seed=0)
+    ds = apply_scaling(td.dataset, loaded.meta["feature_scaling"])  # the pool's statistics, kept with the model
+    pool = Pool.from_labeled(len(ds), td.labeled)
+    pri = get_strategy("margin").score(loaded.model, ds, pool, seed=0)
     best_first = pool.unlabeled[np.lexsort((pool.unlabeled, -pri))]
     by_score = sorted((score, tid) for tid, (_, score) in loaded.ranking.items() if score < 1.0)
     assert [tid for _, tid in by_score] == td.task_ids[best_first].tolist()
     assert [s for s, _ in by_score] == pytest.approx(np.arange(len(pri)) / len(pri))
     # a new item with the same priority as the k-th item gets the k-th score
-    cal = rank_pool(get_strategy("margin"), loaded.model, td.dataset, pool).calibration()
+    cal = rank_pool(get_strategy("margin"), loaded.model, ds, pool).calibration()
     assert np.allclose(cal, loaded.calibration)
     assert np.allclose(calibrated_score(np.sort(pri)[::-1], cal), np.arange(len(pri)) / len(pri))
 

@@ -33,3 +33,22 @@ def test_predict_bench_runs_end_to_end_and_reports_its_figures(tmp_path):
     assert s["machine"]["logical_cpus"] >= 1 and "load_avg_start" in s and "load_avg_end" in s
     assert s["command"].endswith(f"predict --tasks 5 --repeat 3 --epochs 2 --redis-url {REDIS_URL} --json {out}")
     assert "p50" in proc.stdout and "load average" in proc.stdout and s["model_version"] in proc.stdout
+
+
+def test_loop_bench_times_the_annotators_loop_with_the_defaults(tmp_path):
+    """``loop`` at a tiny size: a real Label Studio, server and worker with no MMAL_* settings."""
+    out = tmp_path / "loop.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "server_bench.py"), "loop", "--tasks", "60",
+                           "--rounds", "1", "--poll", "0.5", "--redis-url", "redis://127.0.0.1:6379/11",
+                           "--json", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=600)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads(out.read_text())
+    assert s["measurement"] == "loop" and s["tasks"] == 60 and s["server_env"] == {}
+    assert s["setup"]["connect_to_cold_start_s"] > 0
+    (r,) = s["rounds"]
+    assert r["n_labeled"] == 10 and r["next_is_top"] is True and "-margin-" in r["version"]
+    assert 0 < r["label_to_next_task_s"] <= r["label_to_all_rescored_s"]
+    assert {"pull_s", "featurize_s", "train_s", "rank_s", "push_head_s", "switch_s", "push_rest_s"} <= set(r["timings"])
+    assert 0.0 <= r["accuracy_unlabelled"] <= 1.0
+    assert "label -> next task" in proc.stdout
