@@ -33,8 +33,9 @@ from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
 from backend.strategies.base import get_strategy
+from benchmark.anchor import ANCHOR_COLUMN, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
-from benchmark.scenarios import Scenario, make_scenario
+from benchmark.scenarios import Scenario, is_real, make_scenario
 from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig
 
 BASE_COLUMNS = ["dataset", "strategy", "seed", "round", "n_labeled", "cost", "accuracy", "macro_f1",
@@ -48,9 +49,10 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def result_columns(modalities: list[str]) -> list[str]:
-    """The tidy results columns for a scenario with these modalities, in order."""
-    cols = list(BASE_COLUMNS)
+def result_columns(modalities: list[str], anchor: bool = False) -> list[str]:
+    """The tidy results columns for a scenario with these modalities, in order (``anchor``: a real-data
+    scenario with feature vectors, which also records the linear-probe anchor's accuracy)."""
+    cols = list(BASE_COLUMNS) + ([ANCHOR_COLUMN] if anchor else [])
     for prefix in ("contribution", "unimodal_acc", "representation_gap"):
         cols += [f"{prefix}:{m}" for m in modalities]
     return cols + ["reliance_gap"]
@@ -201,12 +203,21 @@ def round0_model(config: BenchmarkConfig, scenario: Scenario, dataset: Multimoda
     return model, seconds
 
 
+def _anchor(config: BenchmarkConfig, scenario: Scenario) -> LinearProbeAnchor | None:
+    """The linear-probe anchor of a real-data scenario with feature vectors (None otherwise)."""
+    if not is_real(scenario.name) or not LinearProbeAnchor.applies(scenario.pool):
+        return None
+    return LinearProbeAnchor(scenario.pool, scenario.test, threads=config.threads)
+
+
 def _row(scenario: Scenario, strategy: str, seed: int, rnd: int, n_labeled: int, cost: float, q_s: float, t_s: float,
-         metrics: Mapping[str, float]) -> dict[str, Any]:
+         metrics: Mapping[str, float], anchor: float | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"dataset": scenario.name, "strategy": strategy, "seed": int(seed), "round": int(rnd),
                            "n_labeled": int(n_labeled), "cost": float(cost), "accuracy": metrics["accuracy"],
                            "macro_f1": metrics["macro_f1"], "query_seconds": float(q_s), "train_seconds": float(t_s)}
-    for col in result_columns(scenario.modality_names)[len(BASE_COLUMNS):]:
+    if anchor is not None:
+        row[ANCHOR_COLUMN] = float(anchor)
+    for col in result_columns(scenario.modality_names)[len(BASE_COLUMNS):]:  # anchor_acc comes from ``anchor``
         row[col] = float(metrics[col])
     return row
 
@@ -217,6 +228,8 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
 
     ``strategy == "full_pool"`` gives the upper reference instead: one row for the same recipe
     trained on the whole pool (with the oracle's answers). ``recipe``: the chosen candidate's overrides.
+    Real-data scenarios with feature vectors also record ``anchor_acc``: the linear-probe anchor
+    (:mod:`benchmark.anchor`) fitted on the same labelled items with the same answers.
     """
     if scenario_name not in config.scenarios:
         raise DataError(f"scenario '{scenario_name}' is not in this run's scenarios {list(config.scenarios)}")
@@ -227,20 +240,26 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
         fusion, train = resolve_recipe(config, sc, recipe)
         oracle = make_oracle(config, sc, seed)
         ds = sc.pool.with_masks({})  # a private copy whose labels this cell fills in
+        anchor = _anchor(config, sc)
+
+        def probe(rows: np.ndarray) -> float | None:
+            return None if anchor is None else anchor.accuracy(rows, ds.labels[rows])
+
         if strategy == REFERENCE_STRATEGY:
             every = np.arange(len(ds))
             ds.labels[:] = oracle.label(every, charge=False)
             t0 = time.perf_counter()
             model = train_model(ds, every, fusion=fusion, train=train, seed=derive_seed("train", sc.name, seed, "full"))
             t_s = time.perf_counter() - t0
-            return [_row(sc, strategy, seed, 0, len(ds), oracle.cost(every), 0.0, t_s, evaluate(model, sc))]
+            return [_row(sc, strategy, seed, 0, len(ds), oracle.cost(every), 0.0, t_s, evaluate(model, sc),
+                         probe(every))]
 
         labeled = initial_indices(sc, config.n_initial, seed)
         ds.labels[labeled] = oracle.label(labeled, charge=False)
         cost = oracle.cost(labeled)
         pool = Pool.from_labeled(len(ds), labeled)
         model, t_s = round0_model(config, sc, ds, labeled, seed, fusion, train, Path(cache_dir) if cache_dir else None)
-        rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc))]
+        rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc), probe(pool.labeled))]
         strat = get_strategy(strategy)
         rnd = 0
         while True:
@@ -265,7 +284,8 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
             model = train_model(ds, pool.labeled, fusion=fusion, train=train,
                                 seed=derive_seed("train", sc.name, seed, rnd), init=model)
             t_s = time.perf_counter() - t0
-            rows.append(_row(sc, strategy, seed, rnd, pool.labeled.size, cost, q_s, t_s, evaluate(model, sc)))
+            rows.append(_row(sc, strategy, seed, rnd, pool.labeled.size, cost, q_s, t_s, evaluate(model, sc),
+                             probe(pool.labeled)))
         return rows
 
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from backend.data import DataError
 from backend.diagnostics import informativeness_shares
 from benchmark import metrics as M
+from benchmark.anchor import ANCHOR_COLUMN
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#393b79", "#ad494a", "#637939", "#843c39"]
@@ -110,6 +111,7 @@ def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -
             ax.axhline(float(r["mean"].iloc[0]), color="black", ls="--", lw=1, label="full pool (upper ref.)")
             if np.isfinite(r["low"].iloc[0]):
                 ax.axhspan(float(r["low"].iloc[0]), float(r["high"].iloc[0]), color="black", alpha=0.06, lw=0)
+        _plot_anchor(ax, df, ds)
         t = _truth(run, ds)
         if "all" in t:
             ax.axhline(t["all"], color="grey", ls=":", lw=1, label=_OPTIMUM.get(_kind(run, ds), "optimum"))
@@ -121,6 +123,29 @@ def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path)
+
+
+def _anchor_rows(df: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """Rows of ``ds`` whose labelled sets the anchor curve follows: random's (else the first strategy's)."""
+    if ANCHOR_COLUMN not in df.columns:
+        return df.iloc[0:0]
+    d = df[(df["dataset"] == ds) & (df["strategy"] != M.REFERENCE) & df[ANCHOR_COLUMN].notna()]
+    if d.empty:
+        return d
+    st = "random" if (d["strategy"] == "random").any() else d["strategy"].iloc[0]
+    return d[d["strategy"] == st]
+
+
+def _plot_anchor(ax: Any, df: pd.DataFrame, ds: str) -> None:
+    """The linear-probe anchor (benchmark.anchor): on the anchor rows' labels, and on the whole pool."""
+    d = _anchor_rows(df, ds)
+    if d.empty:
+        return
+    c = d.groupby("round").agg(x=("cost", "mean"), y=(ANCHOR_COLUMN, "mean"))
+    ax.plot(c["x"], c["y"], color="dimgrey", ls="-.", lw=1.2, label=f"linear probe ({d['strategy'].iloc[0]}'s labels)")
+    full = df[(df["dataset"] == ds) & (df["strategy"] == M.REFERENCE)]
+    if len(full) and full[ANCHOR_COLUMN].notna().any():
+        ax.axhline(float(full[ANCHOR_COLUMN].mean()), color="dimgrey", ls="-.", lw=0.8, label="linear probe, full pool")
 
 
 def plot_modalities(df: pd.DataFrame, run: Mapping[str, Any], dataset: str, path: Path) -> str:
@@ -238,6 +263,16 @@ def _aubc_html(df: pd.DataFrame, families: Mapping[str, str]) -> str:
         x = refs[refs["dataset"] == ds]
         ref.append(_ci(*x[["mean", "low", "high"]].iloc[0]) if len(x) else "")
     rows.append(ref)
+    anchor = ["<i>linear probe on random's labels (anchor)</i>"]
+    for ds in datasets:
+        d = _anchor_rows(df, ds)
+        if d.empty:
+            anchor.append("")
+            continue
+        x = M.summarize(M.aubc_table(d, y=ANCHOR_COLUMN), "aubc")
+        anchor.append(_ci(*x[["mean", "low", "high"]].iloc[0]))
+    if any(anchor[1:]):
+        rows.append(anchor)
     return _table(["strategy"] + datasets, rows)
 
 

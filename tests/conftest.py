@@ -28,13 +28,13 @@ def make_toy_dataset(n: int = 300, n_modalities: int = 2, n_classes: int = 3, mi
     return MultimodalDataset(mods, labels, [f"class{c}" for c in range(n_classes)], masks, true_labels=y)
 
 
-def make_problem(n_modalities: int, kind: str = "intermediate", seed: int = 0):
+def make_problem(n_modalities: int, kind: str = "intermediate", seed: int = 0, recipe: str = "sgd"):
     ds = make_toy_dataset(n_modalities=n_modalities, seed=seed)
     rng = np.random.default_rng(seed)
     labeled = rng.choice(len(ds), 40, replace=False)
     ds.labels[labeled] = ds.true_labels[labeled]
     model = train_model(ds, labeled, fusion=FusionConfig(kind=kind, hidden=32, embed_dim=16),
-                        train=TrainConfig(epochs=30, patience=5, batch_size=32), seed=seed)
+                        train=TrainConfig(epochs=30, patience=5, batch_size=32, recipe=recipe), seed=seed)
     return model, ds, Pool.from_labeled(len(ds), labeled)
 
 
@@ -48,6 +48,12 @@ def problem():
 def problem3():
     """(model, dataset, pool): 3 vector modalities 'a', 'b', 'c' with ~20 % of 'c' missing."""
     return make_problem(3)
+
+
+@pytest.fixture(scope="session")
+def problem_probe():
+    """(model, dataset, pool): as ``problem3``, trained with recipe 'probe' (linear heads, product of experts)."""
+    return make_problem(3, recipe="probe")
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,10 @@ def test_mfeat_missing_mcar_30_through_the_cli(tmp_path, cache):
     df = pd.read_csv(out / "results.csv")
     assert set(df["dataset"]) == {"mfeat+missing_mcar_30"}
     assert set(df["strategy"]) == {"random", "full_pool"}
-    assert list(df.columns) == result_columns(["fou", "kar"])
+    assert list(df.columns) == result_columns(["fou", "kar"], anchor=True)
+    assert df["anchor_acc"].between(0.2, 1).all()  # the linear probe on the same labels (and on the whole pool)
+    full = df[df["strategy"] == "full_pool"]
+    assert float(full["anchor_acc"].iloc[0]) > float(df[df["strategy"] == "random"]["anchor_acc"].max()) - 0.05
     run = json.loads((out / "run.json").read_text())
     summ = run["scenarios"]["mfeat+missing_mcar_30"]["0"]
     assert summ["modalities"] == ["fou", "kar"] and summ["informativeness_kind"] == "estimated"
@@ -97,6 +100,9 @@ def test_mfeat_missing_mcar_30_through_the_cli(tmp_path, cache):
     assert res.exit_code == 0, res.output
     assert "### mfeat+missing_mcar_30" in res.output and "estimated" in res.output
     assert "| random |" in res.output and "| full pool (reference) |" in res.output and "contribution kar" in res.output
+    from benchmark.report import build_report
+
+    assert "linear probe on random's labels (anchor)" in build_report(out).read_text()
 
 
 def test_missing_modalities_injected_at_the_rate(cache):

@@ -16,7 +16,7 @@ from backend.data import Pool
 from backend.strategies.base import QueryError, QueryResult, get_strategy, list_strategies
 
 STRATEGIES = sorted(list_strategies())
-PROBLEMS = ["problem", "problem3"]
+PROBLEMS = ["problem", "problem3", "problem_probe"]  # the last: recipe "probe"
 
 
 def _check_selection(result: QueryResult, pool: Pool, n: int, name: str) -> None:

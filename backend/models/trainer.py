@@ -16,7 +16,11 @@ Why these choices:
   plain gradient is kept (equal weights, magnitude kept), else d = a g_mm + (1 - a) g_u with the
   min-norm a = clip((g_u - g_mm) . g_u / ||g_mm - g_u||^2, 0, 1), rescaled to ||g_mm + g_u||;
 - everything runs in a forked RNG seeded by ``seed``: a seed reproduces a CPU run exactly;
-- CUDA is used when present, with bfloat16 autocast there; CPU otherwise.
+- CUDA is used when present, with bfloat16 autocast there; CPU otherwise;
+- ``TrainConfig.recipe="probe"`` swaps all of the above for :mod:`backend.models.probe` (standardised
+  frozen features, per-modality L2 logistic heads fitted by full-batch L-BFGS with C chosen by
+  cross-validation, product-of-experts fusion): on pretrained features it is what a linear probe
+  reaches, which the SGD recipe is not (issue 17).
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from backend.device import pick_device
 from backend.models.api import Predictions
 from backend.models.fusion import FusionConfig, FusionModel
 from backend.models.modality_encoders import FeatureSpec
+from backend.models.probe import ProbeFusion, train_probe
 
 PREDICT_BATCH = 8192
 BALANCE_MODES = ("none", "ogm_ge", "warmup", "mmpareto")
+RECIPES = ("sgd", "probe")
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,35 @@ class TrainConfig:
     ogm_apply: str = "grad"  # "grad": scale encoder gradients (as in the paper); "lr": scale encoder step sizes
     warmup_epochs: int = 10  # "warmup": epochs of unimodal training (encoders + aux heads) before the recipe
     warmup_loss: str = "unimodal"  # "joint": the same epochs on the usual loss (a control: more epochs, no balancing)
+    # "sgd": the fusion module trained by AdamW with early stopping (everything above);
+    # "probe": backend.models.probe (linear heads, L-BFGS, C by CV, product of experts; vector features only;
+    # epochs/lr/batch_size/patience/val_fraction/aux_weight/modality_balance do not apply)
+    recipe: str = "sgd"
+    probe_cs: tuple[float, ...] = (0.01, 0.04, 0.16, 0.64, 2.5, 10.0)  # candidate C (sklearn's convention)
+    probe_folds: int = 3  # cross-validation folds that choose C per modality
+    probe_max_iter: int = 200  # L-BFGS iterations per fit
+    probe_pull: float = 0.01  # product-of-experts weights: penalty on ||w - 1||^2 + ||b||^2
+    probe_joint: bool = True  # one more expert on all modalities side by side (the concatenated probe)
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise DataError(f"recipe must be one of {list(RECIPES)}, got {self.recipe!r}")
+        try:
+            cs = tuple(float(c) for c in self.probe_cs)
+        except (TypeError, ValueError):
+            raise DataError(f"probe_cs must be a list of positive numbers, got {self.probe_cs!r}") from None
+        if not cs or not all(c > 0 and math.isfinite(c) for c in cs):
+            raise DataError(f"probe_cs must be a non-empty list of positive numbers, got {self.probe_cs!r}")
+        object.__setattr__(self, "probe_cs", cs)
+        if self.probe_folds < 2:
+            raise DataError(f"probe_folds must be >= 2, got {self.probe_folds}")
+        if self.probe_max_iter < 1:
+            raise DataError(f"probe_max_iter must be >= 1, got {self.probe_max_iter}")
+        if not self.probe_pull >= 0:
+            raise DataError(f"probe_pull must be >= 0, got {self.probe_pull}")
+        if self.recipe == "probe" and self.modality_balance != "none":
+            raise DataError(f"modality_balance {self.modality_balance!r} applies to recipe 'sgd' only "
+                            "(the probe trains every modality's head on its own)")
         if self.modality_balance not in BALANCE_MODES:
             raise DataError(f"modality_balance must be one of {list(BALANCE_MODES)}, got {self.modality_balance!r}")
         if self.ogm_score not in ("contribution", "head"):
@@ -284,9 +317,9 @@ class TrainedFusionModel:
         dev = pick_device(str(device)) if device is not None else pick_device()
         specs = {k: FeatureSpec.from_dict(v) for k, v in state["specs"].items()}
         fusion = FusionConfig(**state["fusion"])
-        module = FusionModel(specs, len(state["class_names"]), fusion)
-        module.load_state_dict(state["state_dict"])
         tc = TrainConfig(**state["train_config"]) if state.get("train_config") else None
+        module = build_module(specs, len(state["class_names"]), fusion, tc)
+        module.load_state_dict(state["state_dict"])
         return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"))
 
     @classmethod
@@ -297,6 +330,31 @@ class TrainedFusionModel:
     def copy(self) -> "TrainedFusionModel":
         return TrainedFusionModel(copy.deepcopy(self.module), self.specs, self.fusion, self.class_names, self.device,
                                   list(self.history), self.train_config, dict(self.meta))
+
+
+def build_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionConfig,
+                 train: TrainConfig | None) -> nn.Module:
+    """The untrained module of a recipe: :class:`FusionModel` (sgd) or :class:`ProbeFusion` (probe)."""
+    if train is not None and train.recipe == "probe":
+        return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint)
+    return FusionModel(specs, n_classes, fusion)
+
+
+def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, fusion: FusionConfig,
+                 train: TrainConfig, seed: int) -> TrainedFusionModel:
+    """``train_model`` for ``recipe="probe"`` (see :mod:`backend.models.probe`); deterministic, no RNG but the folds."""
+    device = pick_device(train.device)
+    specs = dataset_specs(dataset)
+    module = ProbeFusion(specs, dataset.n_classes, fusion, joint=train.probe_joint)
+    model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train)
+    feats = model._device_features(dataset)
+    record = train_probe(module, feats.inputs, feats.masks, torch.as_tensor(idx, device=device),
+                         torch.as_tensor(y_np, device=device), cs=train.probe_cs, folds=train.probe_folds,
+                         max_iter=train.probe_max_iter, pull=train.probe_pull, seed=seed)
+    module.eval()
+    model.history.append(record)
+    model.meta.update({"best_epoch": 0, "epochs_run": 1, "n_train": int(len(idx)), "n_val": 0, "seed": seed})
+    return model
 
 
 def _split(labels: np.ndarray, val_fraction: float, min_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +379,9 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
                 init: TrainedFusionModel | None = None) -> TrainedFusionModel:
     """Train a fusion model on ``dataset.labels[labeled_indices]``.
 
-    With ``train.warm_start`` and ``init`` given, training continues from ``init``'s weights;
+    ``train.recipe="probe"``: see :mod:`backend.models.probe` (``init`` and ``warm_start`` do not apply:
+    the fit is convex and restarts from zero). Otherwise (``"sgd"``): with ``train.warm_start`` and
+    ``init`` given, training continues from ``init``'s weights;
     otherwise the model is re-initialised from ``seed``. Early stopping restores the weights of
     the epoch with the lowest validation loss.
 
@@ -363,6 +423,8 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
     if (y_np == UNLABELED).any():
         bad = dataset.ids[idx[y_np == UNLABELED][0]]
         raise DataError(f"item {bad!r} is in the labelled set but has no label")
+    if train.recipe == "probe":
+        return _train_probe(dataset, idx, y_np, fusion, train, seed)
     device = pick_device(train.device)
     specs = dataset_specs(dataset)
     rng = np.random.default_rng(seed)
