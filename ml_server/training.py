@@ -117,11 +117,12 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
         except Exception as exc:  # an incompatible previous model only means a cold start
             log.warning("project %s: cannot warm-start from %s: %s", project_id, previous, exc)
     t2 = time.time()
+    recipe = training_recipe(settings.recipe, ds)
     model: TrainedFusionModel = train_model(
         ds, labeled, fusion=FusionConfig(kind=settings.fusion),
         train=TrainConfig(epochs=settings.epochs, patience=settings.patience, warm_start=settings.warm_start,
-                          device=settings.device),
-        seed=settings.seed, init=init)
+                          device=settings.device, recipe=recipe),
+        seed=settings.seed, init=init if recipe == "sgd" else None)
     timings["train_s"] = time.time() - t2
 
     t3 = time.time()
@@ -156,6 +157,7 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
         "project": project_id, "model_version": version, "previous_version": previous,
         "n_tasks": len(ds), "n_labeled": int(labeled.size), "strategy": settings.strategy,
         "strategy_params": settings.strategy_params, "ranking_kind": ranking.kind, "fusion": settings.fusion,
+        "recipe": recipe,
         "device": str(model.device), "epochs_run": model.meta.get("epochs_run"), "val_acc": last.get("val_acc"),
         "fetch_errors": td.fetch_errors, "unknown_labels": td.unknown_labels, "timings": timings,
         "diagnostics": diagnostics, "reliance": (diagnostics or {}).get("contribution"),
@@ -261,6 +263,17 @@ def pull_project_tasks(ls: LabelStudioConnector, store: ModelStore,
     return tasks, {"indexed": len(index), "read_whole": len(annotated), "read_data": len(stale)}
 
 
+def training_recipe(setting: str, dataset: Any) -> str:
+    """``MMAL_RECIPE`` -> the recipe for this dataset: ``auto`` is ``probe`` when every modality is a float
+    feature vector (what the pretrained featurizers give), else ``sgd`` (pixels and token ids need the
+    network's encoders)."""
+    if setting != "auto":
+        return setting
+    vectors = all(isinstance(v, np.ndarray) and v.ndim == 2 and np.issubdtype(v.dtype, np.floating)
+                  for v in dataset.modalities.values())
+    return "probe" if vectors else "sgd"
+
+
 def label_fingerprint(tasks: list[Mapping[str, Any]], config: LabelConfig) -> str:
     """A digest of every (task, class) label: equal when no label changed since a training."""
     import hashlib
@@ -311,7 +324,7 @@ def training_log_record(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The one structured log line a training writes (and /status shows as ``last_training``)."""
     timings = summary.get("timings") or {}
     return {"event": "training", "project": summary.get("project"), "model_version": summary.get("model_version"),
-            "strategy": summary.get("strategy"), "n_labeled": summary.get("n_labeled"),
+            "strategy": summary.get("strategy"), "recipe": summary.get("recipe"), "n_labeled": summary.get("n_labeled"),
             "n_tasks": summary.get("n_tasks"), "val_acc": summary.get("val_acc"),
             "reliance": summary.get("reliance"), "device": summary.get("device"),
             "timings_s": {k.removesuffix("_s"): round(float(v), 3) for k, v in timings.items()}}

@@ -43,6 +43,7 @@ def _accuracy(ds: Any, truth: np.ndarray, labelled: np.ndarray, seed: int) -> fl
     from backend.models.trainer import TrainConfig, train_model
     from ml_server.dataset import apply_scaling, feature_scaling
     from ml_server.settings import Settings
+    from ml_server.training import training_recipe
 
     s = Settings()
     labels = np.full(len(ds), UNLABELED)
@@ -51,7 +52,8 @@ def _accuracy(ds: Any, truth: np.ndarray, labelled: np.ndarray, seed: int) -> fl
 
     d = apply_scaling(replace(ds, labels=labels), feature_scaling(ds))
     model = train_model(d, labelled, fusion=FusionConfig(kind=s.fusion),
-                        train=TrainConfig(epochs=s.epochs, patience=s.patience, device="cpu"), seed=s.seed)
+                        train=TrainConfig(epochs=s.epochs, patience=s.patience, device="cpu",
+                                          recipe=training_recipe(s.recipe, d)), seed=s.seed)
     rest = np.setdiff1d(np.arange(len(ds)), labelled)
     pred = model.predict(d, rest).probs.argmax(dim=1).cpu().numpy()
     return float((pred == truth[rest]).mean())

@@ -479,3 +479,16 @@ def test_predict_runs_the_model_once_per_batch_of_new_tasks(client, settings, tr
     r = client.post("/predict", json={"tasks": new, "project": "1.1795777763", "label_config": config})
     assert r.status_code == 200 and all(item["result"] for item in r.json()["results"])
     assert calls == [6]
+
+
+def test_the_server_trains_the_probe_recipe_on_vector_features_and_sgd_on_pixels_or_tokens():
+    from backend.data import MultimodalDataset
+    from ml_server.training import training_recipe
+
+    vectors = MultimodalDataset({"a": np.zeros((4, 3), np.float32), "b": np.ones((4, 2), np.float32)},
+                                np.zeros(4), ["x"])
+    tokens = MultimodalDataset({"a": np.zeros((4, 3), np.float32), "b": np.ones((4, 5), np.int64)},
+                               np.zeros(4), ["x"])
+    assert training_recipe("auto", vectors) == "probe" and training_recipe("auto", tokens) == "sgd"
+    assert training_recipe("sgd", vectors) == "sgd" and training_recipe("probe", tokens) == "probe"
+    assert Settings().recipe == "auto"
