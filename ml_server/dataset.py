@@ -282,10 +282,11 @@ def feature_scaling(dataset: MultimodalDataset) -> dict[str, dict[str, list[floa
     """Per-dimension mean and standard deviation of every vector modality (float, 2-D) over the items
     that have it: the pool's statistics, taken at training time and kept with the model version.
 
-    Why: pretrained embeddings have a few large dimensions that dominate a small network trained on a
-    dozen labels; standardised, the same features and labels give 0.72 instead of 0.58 accuracy on
-    unlabelled emoji tasks (3 classes, 12 random labels, 6 draws; bench/RESULTS.md). Token ids and
-    pixel grids (the ``simple`` featurizers) are left alone.
+    Why: pretrained embeddings have a few large dimensions that dominate the ``sgd`` recipe's network
+    trained on a dozen labels; standardised, the same features and labels gave 0.72 instead of 0.58
+    accuracy on unlabelled emoji tasks (3 classes, 12 random labels, 6 draws, measured once for issue
+    12). The ``probe`` recipe standardises its inputs itself, so for it this is a no-op in effect. Token
+    ids and pixel grids (the ``simple`` featurizers) are left alone.
     """
     stats: dict[str, dict[str, list[float]]] = {}
     for name, values in dataset.modalities.items():
