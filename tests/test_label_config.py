@@ -90,5 +90,8 @@ def test_modalities_need_featurizers_for_two_tags():
     with pytest.raises(LabelConfigError, match=r"at least 2 object tags.*a \(Audio\)"):
         modality_specs(cfg, DEFAULT_FEATURIZERS, {})
     specs = modality_specs(cfg, {**DEFAULT_FEATURIZERS, "Audio": "text_tokens"}, {"image_pixels": {"size": 8}})
+    assert [(s.name, s.featurizer, s.params) for s in specs] == [("i", DEFAULT_FEATURIZERS["Image"], {}),
+                                                                ("a", "text_tokens", {})]
+    specs = modality_specs(cfg, {"Image": "image_pixels", "Audio": "text_tokens"}, {"image_pixels": {"size": 8}})
     assert [(s.name, s.featurizer, s.params) for s in specs] == [("i", "image_pixels", {"size": 8}),
                                                                 ("a", "text_tokens", {})]

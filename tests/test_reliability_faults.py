@@ -152,8 +152,9 @@ def test_work_horse_killed_mid_training_previous_model_serves_job_retried(labels
         v1 = store.current_version(pid)
         assert v1 and lsc.get_project(pid)["model_version"] == v1
 
-        # a training that would run for many minutes (project extra params), retried once after 3 s
-        jobs.save_project_setup(rconn, pid, {"extra_params": {"epochs": 100000}})
+        # a training that would run for many minutes (project extra params: the SGD recipe, which has epochs;
+        # the default probe recipe on pretrained features finishes in seconds), retried once after 3 s
+        jobs.save_project_setup(rconn, pid, {"extra_params": {"recipe": "sgd", "epochs": 100000}})
         retrying = s.model_copy(update={"job_retries": 1, "job_retry_interval": 3})
         job_id = jobs.request_training(rconn, retrying, pid, reason="doomed")["job_id"]
         wait_for(lambda: jobs.get_status(rconn, pid).get("state") == "training"
