@@ -159,7 +159,7 @@ def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
     """The class a task's annotations give it, or None when it has no usable annotation.
 
     Cancelled (skipped) annotations are ignored; a ground-truth annotation wins, otherwise the most
-    recently updated one; with ``choice="multiple"`` the first chosen class is used.
+    recently updated one. (Multi-label controls are refused by ``parse_label_config``.)
     """
     candidates = []
     annotations = task.get("annotations")

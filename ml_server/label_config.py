@@ -73,11 +73,13 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig:
+def parse_label_config(xml: str, control_name: str | None = None, *, allow_multiple: bool = False) -> LabelConfig:
     """Parse ``xml`` into object tags and the Choices control.
 
     Raises LabelConfigError for malformed XML, a DOCTYPE (entity expansion is never needed), no object tag
-    with a ``$data`` value, no Choices control, duplicate names, or choices without a value.
+    with a ``$data`` value, no Choices control, duplicate names, or choices without a value; and for a
+    multi-label control (``choice="multiple"``) unless ``allow_multiple``: the model learns one class per
+    task, so it would silently drop every other class an annotator chose.
     """
     if not isinstance(xml, str) or not xml.strip():
         raise LabelConfigError("label config is empty")
@@ -141,4 +143,8 @@ def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig
         control = controls[0]
     if len(control.choices) < 2:
         raise LabelConfigError(f"Choices {control.name!r} needs at least 2 choices, has {len(control.choices)}")
+    if control.multiple and not allow_multiple:
+        raise LabelConfigError(f"Choices {control.name!r} has choice=\"multiple\": multi-label projects are not "
+                               "supported yet (the model learns one class per task and would drop the other "
+                               "chosen classes); use single choice, or a project with one class per task")
     return LabelConfig(tuple(objects), control, tuple(ignored))

@@ -38,7 +38,9 @@ def test_other_names_nesting_and_aliases():
         <Choice value="Other"/>
       </Choices>
     </View>"""
-    cfg = parse_label_config(xml)
+    with pytest.raises(LabelConfigError, match=r'category.*choice="multiple".*multi-label projects are not supported'):
+        parse_label_config(xml)
+    cfg = parse_label_config(xml, allow_multiple=True)
     assert [(o.name, o.type, o.data_key) for o in cfg.objects] == [("photo", "Image", "img_url"),
                                                                   ("page", "HyperText", "html")]
     assert cfg.ignored == ("note",)
