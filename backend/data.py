@@ -4,6 +4,10 @@ A missing modality is first-class: every modality carries a boolean presence mas
 rows of absent items are zero-filled *only together with* ``mask == False`` so no model can mistake
 zeros for data. Labels use ``UNLABELED`` (-1) for the explicit "not yet labelled" state, and pools
 are index sets into the full dataset so strategies always answer in dataset indices.
+
+Multi-label data (an item tagged with a *set* of classes) has ``labels`` of shape (N, C): row i is
+the item's 0/1 indicator vector, or all ``UNLABELED`` while it has no label. An empty set (all 0) is
+a valid label ("none of these"), distinct from "not labelled".
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ class MultimodalDataset:
     ``(N, d)``, images ``(N, 3, H, W)``, token ids ``(N, L)``) or a list of N raw inputs
     (image paths/bytes, strings) that an encoder turns into features (see ``backend.encoders``).
     ``masks[name][i]`` is True when item i has that modality. ``labels[i]`` is a class index or
-    ``UNLABELED``; ``true_labels`` (optional) holds the ground truth a simulated oracle answers with.
+    ``UNLABELED``; for multi-label data ``labels`` is (N, C) (see the module docstring).
+    ``true_labels`` (optional, same shape as ``labels``) holds the ground truth a simulated oracle
+    answers with.
     """
 
     modalities: dict[str, Any]
@@ -43,8 +49,11 @@ class MultimodalDataset:
         if len(self.modalities) < 2:
             raise DataError(f"a multimodal dataset needs at least 2 modalities, got {list(self.modalities)}")
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        if self.labels.ndim != 1:
-            raise DataError(f"labels must be one-dimensional, got shape {self.labels.shape}")
+        c = len(self.class_names)
+        if self.labels.ndim == 2:
+            self.labels = _check_label_sets(self.labels, c, "labels", self.ids)
+        elif self.labels.ndim != 1:
+            raise DataError(f"labels must be (N,) class indices or (N, C) label sets, got shape {self.labels.shape}")
         n = len(self.labels)
         for name, values in self.modalities.items():
             if len(values) != n:
@@ -68,14 +77,16 @@ class MultimodalDataset:
         if unknown:
             raise DataError(f"masks given for unknown modalities {sorted(unknown)}")
         self.masks = masks
-        c = len(self.class_names)
-        bad = np.flatnonzero((self.labels != UNLABELED) & ((self.labels < 0) | (self.labels >= c)))
-        if bad.size:
-            raise DataError(f"item {self.ids[bad[0]]!r} has label {self.labels[bad[0]]}, outside 0..{c - 1}")
+        if not self.multi_label:
+            bad = np.flatnonzero((self.labels != UNLABELED) & ((self.labels < 0) | (self.labels >= c)))
+            if bad.size:
+                raise DataError(f"item {self.ids[bad[0]]!r} has label {self.labels[bad[0]]}, outside 0..{c - 1}")
         if self.true_labels is not None:
             self.true_labels = np.asarray(self.true_labels, dtype=np.int64)
-            if self.true_labels.shape != (n,):
-                raise DataError(f"true_labels has shape {self.true_labels.shape}, expected ({n},)")
+            if self.true_labels.shape != self.labels.shape:
+                raise DataError(f"true_labels has shape {self.true_labels.shape}, expected {self.labels.shape}")
+            if self.multi_label:
+                self.true_labels = _check_label_sets(self.true_labels, c, "true_labels", self.ids)
         for name, values in self.modalities.items():
             if isinstance(values, np.ndarray):
                 absent = ~self.masks[name]
@@ -96,6 +107,15 @@ class MultimodalDataset:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        """True when each item's label is a set of classes ((N, C) indicator rows)."""
+        return self.labels.ndim == 2
+
+    def labeled_mask(self) -> np.ndarray:
+        """(N,) bool: which items carry a label (single- or multi-label)."""
+        return is_labeled(self.labels)
 
     def is_featurized(self) -> bool:
         """True when every modality is a numeric array (ready for a fusion model)."""
@@ -132,6 +152,37 @@ class MultimodalDataset:
         return np.stack([self.masks[k] for k in self.modalities], axis=1)
 
 
+def is_labeled(labels: np.ndarray) -> np.ndarray:
+    """(N,) bool from (N,) class indices or (N, C) label sets: the rows that are not ``UNLABELED``."""
+    labels = np.asarray(labels)
+    return labels[:, 0] != UNLABELED if labels.ndim == 2 else labels != UNLABELED
+
+
+def label_strata(labels: np.ndarray) -> np.ndarray:
+    """(n,) stratum per labelled item for stratified splits: the class, or for label sets the rarest
+    class of the set (its frequency among these rows; -1 for the empty set), the usual cheap stand-in
+    for iterative stratification."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        return labels
+    freq = labels.sum(axis=0)
+    rank = np.where(labels > 0, freq[None, :], np.inf)
+    return np.where(labels.any(axis=1), rank.argmin(axis=1), -1)
+
+
+def _check_label_sets(labels: np.ndarray, n_classes: int, what: str, ids: Any) -> np.ndarray:
+    """(N, C) label sets: C columns, every row all 0/1 or all ``UNLABELED`` (the message names the item)."""
+    if labels.shape[1] != n_classes:
+        raise DataError(f"{what} has {labels.shape[1]} columns, the dataset has {n_classes} classes")
+    unlabeled = (labels == UNLABELED).all(axis=1)
+    bad = np.flatnonzero(~unlabeled & ~np.isin(labels, (0, 1)).all(axis=1))
+    if bad.size:
+        name = ids[bad[0]] if ids is not None and len(ids) == len(labels) else bad[0]
+        raise DataError(f"item {name!r}: {what} row {labels[bad[0]].tolist()} must be all 0/1 (a label set) "
+                        f"or all {UNLABELED} (not labelled)")
+    return labels
+
+
 @dataclass(frozen=True)
 class Pool:
     """Labelled and unlabelled index sets into a dataset of ``size`` items (disjoint, sorted)."""
@@ -150,7 +201,7 @@ class Pool:
 
     @classmethod
     def from_dataset(cls, dataset: MultimodalDataset) -> "Pool":
-        return cls.from_labeled(len(dataset), np.flatnonzero(dataset.labels != UNLABELED))
+        return cls.from_labeled(len(dataset), np.flatnonzero(dataset.labeled_mask()))
 
     def add(self, indices: Sequence[int] | np.ndarray) -> "Pool":
         idx = np.asarray(indices, dtype=np.int64)

@@ -3,7 +3,8 @@
 The seed paper's first finding is that multimodal models lean on one modality and neglect the
 others. To see (and later fix) that we need numbers per round:
 
-- **Exact Shapley contributions** of each modality to the fused probability of the predicted class,
+- **Exact Shapley contributions** of each modality to the fused probability of the predicted class
+  (multi-label: the mean over classes of the probability of the predicted side, in or out of the set),
   computed over *all* 2^M subsets of modalities (a modality outside the subset is treated as absent
   through ``model.predict(drop=...)``, the same masking the model sees for genuinely missing data).
   One forward pass per subset over all items, not per item.
@@ -22,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.data import DataError, MultimodalDataset, is_labeled
 from backend.models.api import ActiveModel
 
 MAX_SHAPLEY_MODALITIES = 12  # 2^12 = 4096 forward passes; beyond that exact Shapley is not sensible
@@ -81,18 +82,26 @@ def shapley_from_values(values: torch.Tensor) -> torch.Tensor:
 def _targets(
     dataset: MultimodalDataset, idx: np.ndarray, full_probs: torch.Tensor, target: str | np.ndarray | torch.Tensor
 ) -> torch.Tensor:
-    """Class whose probability is explained: the full model's prediction, the label, or given."""
+    """Class whose probability is explained: the full model's prediction, the label, or given
+    (multi-label: an (n, C) 0/1 label set per item)."""
     if isinstance(target, str):
         if target == "predicted":
+            if dataset.multi_label:
+                return (full_probs >= 0.5).long()
             return full_probs.argmax(dim=1)
         if target == "label":
             y = _truth(dataset, idx)
-            if (y == UNLABELED).any():
-                bad = idx[np.flatnonzero(y == UNLABELED)[0]]
+            if not is_labeled(y).all():
+                bad = idx[np.flatnonzero(~is_labeled(y))[0]]
                 raise DataError(f"target='label' but item {dataset.ids[bad]!r} has no label or true label")
             return torch.as_tensor(y, device=full_probs.device)
         raise DataError(f"target must be 'predicted', 'label' or an array of classes, got {target!r}")
     t = torch.as_tensor(np.asarray(target), dtype=torch.int64)
+    if dataset.multi_label:
+        if t.shape != (len(idx), full_probs.shape[1]) or not bool(((t == 0) | (t == 1)).all()):
+            raise DataError(f"target label sets must be 0/1 of shape ({len(idx)}, {full_probs.shape[1]}), "
+                            f"got {tuple(t.shape)}")
+        return t.to(full_probs.device)
     if t.shape != (len(idx),):
         raise DataError(f"target array has shape {tuple(t.shape)}, expected ({len(idx)},)")
     if t.numel() and (t.min() < 0 or t.max() >= full_probs.shape[1]):
@@ -131,8 +140,9 @@ def modality_shapley(
         raise DataError(f"batch_size must be positive, got {batch_size}")
     tgt = None
     if not isinstance(target, str):
-        tgt = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target).reshape(-1)
-        if tgt.shape != (idx.size,):
+        tgt = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
+        tgt = tgt.reshape(idx.size, -1) if dataset.multi_label and tgt.size else tgt.reshape(-1)
+        if len(tgt) != idx.size:
             raise DataError(f"target array has {tgt.size} entries, expected one per item ({idx.size})")
     if full_probs is not None and tuple(full_probs.shape[:1]) != (idx.size,):
         raise DataError(f"full_probs has {full_probs.shape[0]} rows, expected one per item ({idx.size})")
@@ -153,9 +163,18 @@ def modality_shapley(
             else:
                 drop = [names[k] for k in range(m) if not s & (1 << k)]
                 probs = model.predict(dataset, chunk, drop=drop).probs
-            values[:, s] = probs[rows, t].to(torch.float64)
+            values[:, s] = _target_probability(probs, rows, t)
         out.append(shapley_from_values(values))
     return torch.cat(out, dim=0).to(device)
+
+
+def _target_probability(probs: torch.Tensor, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(n,) float64 probability of each item's target: the class's, or for label sets (t (n, C) 0/1)
+    the mean over classes of the probability of the target side."""
+    if t.ndim == 2:
+        p = probs.to(torch.float64)
+        return (t * p + (1 - t) * (1 - p)).mean(dim=1)
+    return probs[rows, t].to(torch.float64)
 
 
 def item_shares(phi: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -194,7 +213,7 @@ def _truth(dataset: MultimodalDataset, idx: np.ndarray) -> np.ndarray:
     """Ground truth per item: its label where labelled, else the oracle's true label, else UNLABELED."""
     y = dataset.labels[idx].copy()
     if dataset.true_labels is not None:
-        miss = y == UNLABELED
+        miss = ~is_labeled(y)
         y[miss] = dataset.true_labels[idx][miss]
     return y
 
@@ -206,14 +225,15 @@ def unimodal_accuracy(
 
     A head is scored only on items that have its modality (absent items carry no evidence of what
     the modality learned); items with no label and no true label are skipped. NaN where no item
-    qualifies.
+    qualifies. Multi-label: the share of items whose whole label set is predicted (subset accuracy,
+    each class's sigmoid on its side of 1/2).
     """
     names = _check_model(model, dataset)
     if FUSED_KEY in names:
         raise DataError(f"a modality named '{FUSED_KEY}' clashes with the fused-accuracy key")
     idx = _as_indices(dataset, indices)
     y = _truth(dataset, idx)
-    keep = y != UNLABELED
+    keep = is_labeled(y)
     idx, y = idx[keep], y[keep]
     out: dict[str, float] = {k: float("nan") for k in names}
     out[FUSED_KEY] = float("nan")
@@ -221,11 +241,15 @@ def unimodal_accuracy(
         return out
     pred = model.predict(dataset, idx)
     yt = torch.as_tensor(y, device=pred.probs.device)
-    out[FUSED_KEY] = float((pred.probs.argmax(1) == yt).double().mean())
+
+    def hits(p: torch.Tensor) -> torch.Tensor:
+        return ((p >= 0.5) == (yt > 0)).all(dim=1) if dataset.multi_label else p.argmax(1) == yt
+
+    out[FUSED_KEY] = float(hits(pred.probs).double().mean())
     for k in names:
         present = torch.as_tensor(dataset.masks[k][idx], device=pred.probs.device)
         if present.any():
-            hit = pred.unimodal_probs[k].argmax(1) == yt
+            hit = hits(pred.unimodal_probs[k])
             out[k] = float(hit[present].double().mean())
     return out
 

@@ -7,13 +7,18 @@ result (0 * log 0 := 0).
 
 Shapes: ``probs`` is (n, C) with rows summing to 1; ``mc_probs`` is (T, n, C): T stochastic forward
 passes (MC dropout) of the same n items. Every function returns an (n,) tensor.
+
+The ``multilabel_*`` forms take per-class probabilities of a multi-label model (each entry the
+sigmoid ``p(class c in the item's set)``, rows need not sum to 1), treating the classes as
+independent given the item, as the model does.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["least_confidence", "margin", "entropy", "bald", "EPS"]
+__all__ = ["least_confidence", "margin", "entropy", "bald", "multilabel_least_confidence", "multilabel_margin",
+           "multilabel_entropy", "multilabel_bald", "EPS"]
 
 EPS: float = 1e-12
 """Lower clamp for probabilities inside logs (finite entropy at p = 0)."""
@@ -73,3 +78,40 @@ def bald(mc_probs: torch.Tensor) -> torch.Tensor:
     mean_p = mc_probs.mean(dim=0)
     expected_h = _entropy_lastdim(mc_probs).mean(dim=0)
     return (_entropy_lastdim(mean_p) - expected_h).clamp_min(0.0)
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``-p log p - (1 - p) log(1 - p)`` (nats), logs clamped."""
+    return -(p * torch.log(p.clamp_min(EPS)) + (1 - p) * torch.log((1 - p).clamp_min(EPS)))
+
+
+def multilabel_least_confidence(probs: torch.Tensor) -> torch.Tensor:
+    """(n,) ``1 - prod_c max(p_c, 1 - p_c)``: one minus the probability of the most likely label set."""
+    probs = _check_probs(probs)
+    top = torch.maximum(probs, 1 - probs)
+    return 1.0 - torch.exp(torch.log(top.clamp_min(EPS)).sum(dim=-1))
+
+
+def multilabel_margin(probs: torch.Tensor) -> torch.Tensor:
+    """(n,) ``-min_c |2 p_c - 1|``: the margin to 1/2 of the least certain class, negated.
+
+    ``|2p - 1|`` is the gap between "in the set" and "not in it" for one class, the binary analogue of
+    the top-two margin; the item's priority is set by its most confusable class.
+    """
+    probs = _check_probs(probs)
+    return -(2 * probs - 1).abs().min(dim=-1).values
+
+
+def multilabel_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """(n,) mean binary entropy over classes (the label set's entropy under independence, divided by C)."""
+    probs = _check_probs(probs)
+    return _binary_entropy(probs).mean(dim=-1)
+
+
+def multilabel_bald(mc_probs: torch.Tensor) -> torch.Tensor:
+    """(n,) mean over classes of the per-class BALD ``H_b(mean_t p_tc) - mean_t H_b(p_tc)`` (clamped at 0)."""
+    mc_probs = _check_probs(mc_probs, "mc_probs", ndim=3)
+    if mc_probs.shape[0] < 1:
+        raise ValueError("mc_probs needs at least one MC sample (T >= 1)")
+    per_class = _binary_entropy(mc_probs.mean(dim=0)) - _binary_entropy(mc_probs).mean(dim=0)
+    return per_class.clamp_min(0.0).mean(dim=-1)

@@ -253,6 +253,15 @@ class FactoredEmbedding(PointSet):
         a[torch.arange(a.shape[0], device=a.device), yhat] -= 1.0
         return cls(a, blocks)
 
+    @classmethod
+    def badge_multilabel(cls, probs: torch.Tensor,
+                         blocks: Sequence[torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]] | torch.Tensor
+                         ) -> "FactoredEmbedding":
+        """BADGE for per-class sigmoids: ``a_i = p_i - 1[p_i >= 1/2]``, the gradient of the summed binary
+        cross-entropy w.r.t. the logits at the most likely label set (the hallucinated labels)."""
+        probs = _as_float(probs, "probs", 2)
+        return cls(probs - (probs >= 0.5).to(probs.dtype), blocks)
+
     @property
     def n(self) -> int:
         return self.a.shape[0]

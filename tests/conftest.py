@@ -28,8 +28,27 @@ def make_toy_dataset(n: int = 300, n_modalities: int = 2, n_classes: int = 3, mi
     return MultimodalDataset(mods, labels, [f"class{c}" for c in range(n_classes)], masks, true_labels=y)
 
 
-def make_problem(n_modalities: int, kind: str = "intermediate", seed: int = 0, recipe: str = "sgd"):
-    ds = make_toy_dataset(n_modalities=n_modalities, seed=seed)
+def make_toy_multilabel_dataset(n: int = 300, n_modalities: int = 2, n_classes: int = 4, missing_rate: float = 0.2,
+                                seed: int = 0) -> MultimodalDataset:
+    """Label sets: each class in an item's set with probability 0.35 (empty sets occur); each modality
+    sees the sum of its set's class centres plus noise; the last modality is missing MCAR."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, n_classes)) < 0.35).astype(np.int64)
+    names = ["a", "b", "c", "d"][:n_modalities]
+    dims = [8, 6, 5, 4][:n_modalities]
+    mods, masks = {}, {}
+    for j, (name, d) in enumerate(zip(names, dims)):
+        centers = rng.normal(0, 1.5, (n_classes, d))
+        mods[name] = (y @ centers + rng.normal(0, 0.7 + 0.3 * j, (n, d))).astype(np.float32)
+    masks[names[-1]] = rng.random(n) >= missing_rate
+    labels = np.full((n, n_classes), UNLABELED)
+    return MultimodalDataset(mods, labels, [f"tag{c}" for c in range(n_classes)], masks, true_labels=y)
+
+
+def make_problem(n_modalities: int, kind: str = "intermediate", seed: int = 0, recipe: str = "sgd",
+                 multi_label: bool = False):
+    make = make_toy_multilabel_dataset if multi_label else make_toy_dataset
+    ds = make(n_modalities=n_modalities, seed=seed)
     rng = np.random.default_rng(seed)
     labeled = rng.choice(len(ds), 40, replace=False)
     ds.labels[labeled] = ds.true_labels[labeled]
@@ -54,6 +73,18 @@ def problem3():
 def problem_probe():
     """(model, dataset, pool): as ``problem3``, trained with recipe 'probe' (linear heads, product of experts)."""
     return make_problem(3, recipe="probe")
+
+
+@pytest.fixture(scope="session")
+def problem_multilabel():
+    """(model, dataset, pool): label sets over 4 classes, 2 vector modalities (20 % of 'b' missing), recipe 'sgd'."""
+    return make_problem(2, multi_label=True)
+
+
+@pytest.fixture(scope="session")
+def problem_multilabel_probe():
+    """(model, dataset, pool): label sets over 4 classes, 3 vector modalities, recipe 'probe'."""
+    return make_problem(3, recipe="probe", multi_label=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ from backend.strategies.base import QueryError, QueryResult, get_strategy, list_
 
 STRATEGIES = sorted(list_strategies())
 PROBLEMS = ["problem", "problem3", "problem_probe"]  # the last: recipe "probe"
+MULTI_LABEL_PROBLEMS = ["problem_multilabel", "problem_multilabel_probe"]  # label sets, sgd and probe
+MULTI_LABEL = [k for k in STRATEGIES if get_strategy(k).multi_label]
+SINGLE_LABEL_ONLY = [k for k in STRATEGIES if k not in MULTI_LABEL]
 
 
 def _check_selection(result: QueryResult, pool: Pool, n: int, name: str) -> None:
@@ -103,3 +106,32 @@ def test_impossible_requests_raise_clear_query_errors(name: str, problem) -> Non
         strategy.query(model, ds, full, 1, seed=0)
     with pytest.raises(QueryError, match="n must be positive"):
         strategy.query(model, ds, pool, 0, seed=0)
+
+
+def test_the_multi_label_forms_the_issue_names_exist() -> None:
+    for name in ["random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge", "typiclust"]:
+        assert name in MULTI_LABEL
+
+
+@pytest.mark.parametrize("fixture", MULTI_LABEL_PROBLEMS)
+@pytest.mark.parametrize("name", MULTI_LABEL)
+def test_multi_label_strategies_honour_the_contract(name: str, fixture: str, request: pytest.FixtureRequest) -> None:
+    model, ds, pool = request.getfixturevalue(fixture)
+    assert model.multi_label and ds.multi_label
+    for n in (1, 7):
+        _check_selection(get_strategy(name).query(model, ds, pool, n, seed=0), pool, n, name)
+    a = get_strategy(name).query(model, ds, pool, 9, seed=5)
+    b = get_strategy(name).query(model, ds, pool, 9, seed=5)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    i = np.arange(len(ds))
+    holey = ds.with_masks({k: ds.masks[k] & (i % 4 != j) for j, k in enumerate(ds.modality_names)})
+    _check_selection(get_strategy(name).query(model, holey, pool, 12, seed=1), pool, 12, name)
+    cold = Pool.from_labeled(len(ds), [])
+    _check_selection(get_strategy(name).query(model, ds, cold, 5, seed=2), cold, 5, name)
+
+
+@pytest.mark.parametrize("name", SINGLE_LABEL_ONLY)
+def test_strategies_without_a_multi_label_form_refuse_by_name(name: str, problem_multilabel) -> None:
+    model, ds, pool = problem_multilabel
+    with pytest.raises(QueryError, match=rf"strategy '{name}' has no multi-label form.*use one of: .*margin"):
+        get_strategy(name).query(model, ds, pool, 3, seed=0)

@@ -23,7 +23,11 @@ calibrated late fusion:
 - ``fused_embedding`` is ``concat_m(sqrt(w_J^2 + w_m^2) * z_m)``: the gradient of the fused loss with
   respect to head m's weights is ``w_m (p - y) z_m`` (the joint head's: ``w_J (p - y) z``), so BADGE's
   distances on it are those of this model's last-layer gradient embeddings;
-- MC dropout (BALD) drops standardised input features at the model's ``FusionConfig.dropout`` rate.
+- MC dropout (BALD) drops standardised input features at the model's ``FusionConfig.dropout`` rate;
+- label sets (``multi_label``): every head is one binary logistic regression per class (sigmoid,
+  binary cross-entropy summed over classes, folds stratified by the set's rarest class), and the
+  product of experts of per-class Bernoulli experts is a weighted *sum of their logits*
+  (``w log sigma(a) - w log sigma(-a) = w a``), so ``logits = sum_m present_m w_m a_m + w_J a_J + b``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.data import DataError
+from backend.data import DataError, label_strata
 from backend.models.fusion import FusionConfig, FusionOutput
 from backend.models.modality_encoders import FeatureSpec
 
@@ -63,7 +67,8 @@ class ProbeFusion(nn.Module):
     are shared with it.
     """
 
-    def __init__(self, specs: dict[str, FeatureSpec], n_classes: int, config: FusionConfig, joint: bool = True) -> None:
+    def __init__(self, specs: dict[str, FeatureSpec], n_classes: int, config: FusionConfig, joint: bool = True,
+                 multi_label: bool = False) -> None:
         super().__init__()
         if any(k == JOINT for k in specs):
             raise DataError(f"modality name {JOINT!r} is reserved by recipe 'probe'")
@@ -75,6 +80,7 @@ class ProbeFusion(nn.Module):
         self.specs = specs
         self.config = config
         self.n_classes = n_classes
+        self.multi_label = bool(multi_label)
         dims = {k: int(s.shape[0]) for k, s in specs.items()}
         self.encoders = nn.ModuleDict({k: Standardize(d, config.dropout) for k, d in dims.items()})
         self.absent = nn.ParameterDict({k: nn.Parameter(torch.zeros(d), requires_grad=False) for k, d in dims.items()})
@@ -107,15 +113,19 @@ class ProbeFusion(nn.Module):
         logits = self.fused_bias.expand(next(iter(aux.values())).shape[0], -1)
         for j, k in enumerate(self.names):
             present = masks[k].unsqueeze(1).to(aux[k].dtype)
-            logits = logits + present * self.expert_weight[j] * F.log_softmax(aux[k], dim=1)
+            logits = logits + present * self.expert_weight[j] * self._expert(aux[k])
         wj = torch.zeros((), device=logits.device)
         if self.joint:
             wj = self.expert_weight[-1]
             concat = torch.cat([z[k] for k in self.names], dim=1)
-            logits = logits + wj * F.log_softmax(self.joint_head(concat), dim=1)
+            logits = logits + wj * self._expert(self.joint_head(concat))
         # sqrt(w_joint^2 + w_m^2) z_m: inner products equal those of the last layers' gradient embeddings
         parts = [z[k] * torch.sqrt(wj ** 2 + self.expert_weight[j] ** 2) for j, k in enumerate(self.names)]
         return FusionOutput(logits, aux, embeddings, torch.cat(parts, dim=1))
+
+    def _expert(self, logits: torch.Tensor) -> torch.Tensor:
+        """An expert's term in the fused logits: its log-probabilities, or for label sets its logits."""
+        return logits if self.multi_label else F.log_softmax(logits, dim=1)
 
     @torch.no_grad()
     def set_statistics(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
@@ -135,7 +145,9 @@ class ProbeFusion(nn.Module):
 # Fitting
 # ----------------------------------------------------------------------------------------------
 def stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold id (0..k-1) per item: each class's items shuffled and dealt round-robin from a random fold."""
+    """Fold id (0..k-1) per item: each class's items shuffled and dealt round-robin from a random fold
+    (label sets: each stratum of :func:`backend.data.label_strata`)."""
+    y = label_strata(y)
     fold = np.empty(len(y), dtype=np.int64)
     offset = 0
     for c in np.unique(y):
@@ -150,14 +162,17 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torc
                  max_iter: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """P independent L2 logistic regressions on the same rows, as one L-BFGS problem.
 
-    x: (n, d), y: (n,), weights: (P, n) row weights (0 leaves a row out of problem p), cs: (P,).
-    Problem p minimises sum_i weights[p, i] CE_i + (||W_p||^2 + ||b_p||^2) / (2 C_p); the problems are
-    separable, so one L-BFGS run on their sum solves each. Returns W (P, d, C), b (P, C), iterations.
+    x: (n, d), y: (n,) classes or (n, C) float label sets, weights: (P, n) row weights (0 leaves a row
+    out of problem p), cs: (P,). Problem p minimises sum_i weights[p, i] CE_i + (||W_p||^2 + ||b_p||^2)
+    / (2 C_p), CE_i the cross-entropy of the softmax (label sets: the binary cross-entropies of the C
+    sigmoids, summed); the problems are separable, so one L-BFGS run on their sum solves each.
+    Returns W (P, d, C), b (P, C), iterations.
     """
     p, (n, d) = len(cs), x.shape
     w = torch.zeros(p, d, n_classes, device=x.device, requires_grad=True)
     b = torch.zeros(p, n_classes, device=x.device, requires_grad=True)
-    onehot = F.one_hot(y, n_classes).to(x.dtype)
+    multi = y.ndim == 2
+    target = y.to(x.dtype) if multi else F.one_hot(y, n_classes).to(x.dtype)
     scale = 1.0 / max(n, 1)  # the objective per item keeps L-BFGS's tolerances meaningful at any n
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6,
                             tolerance_change=1e-10, line_search_fn="strong_wolfe")
@@ -165,7 +180,11 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torc
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         logits = (x @ w.permute(1, 0, 2).reshape(d, p * n_classes)).view(n, p, n_classes) + b  # one GEMM
-        ce = -(onehot.unsqueeze(1) * F.log_softmax(logits, dim=2)).sum(2).T  # (P, n)
+        if multi:
+            ce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).expand_as(logits),
+                                                    reduction="none").sum(2).T  # (P, n)
+        else:
+            ce = -(target.unsqueeze(1) * F.log_softmax(logits, dim=2)).sum(2).T  # (P, n)
         reg = (w.pow(2).sum((1, 2)) + b.pow(2).sum(1)) / (2 * cs)
         loss = scale * ((weights * ce).sum() + reg.sum())
         loss.backward()
@@ -181,7 +200,9 @@ def fit_experts(log_probs: torch.Tensor, present: torch.Tensor, y: torch.Tensor,
     """Product-of-experts weights w (M,) >= 0 and bias b (C,) on out-of-fold log-probabilities.
 
     log_probs: (n, M, C), present: (n, M) bool. Minimises mean CE of sum_m present w_m log_probs_m + b
-    + pull * (||w - 1||^2 + ||b||^2); w is clipped at 0 afterwards.
+    + pull * (||w - 1||^2 + ||b||^2); w is clipped at 0 afterwards. For label sets (y (n, C) float)
+    ``log_probs`` holds the experts' logits and the loss is the binary cross-entropy summed over
+    classes, mean over items.
     """
     n, m, c = log_probs.shape
     w = torch.ones(m, device=log_probs.device, requires_grad=True)
@@ -193,7 +214,9 @@ def fit_experts(log_probs: torch.Tensor, present: torch.Tensor, y: torch.Tensor,
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         logits = torch.einsum("nmc,m->nc", lp, w) + b
-        loss = F.cross_entropy(logits, y) + pull * ((w - 1).pow(2).sum() + b.pow(2).sum())
+        fit = (F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / max(n, 1) if y.ndim == 2
+               else F.cross_entropy(logits, y))
+        loss = fit + pull * ((w - 1).pow(2).sum() + b.pow(2).sum())
         loss.backward()
         return loss
 
@@ -206,8 +229,10 @@ def _cv_fit(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, cs: to
     """C by k-fold CV (held-out log-loss), then the fit on every row at that C.
 
     Returns W (d, C), b (C,), out-of-fold log-probabilities (n, C) at the chosen C (in-sample ones
-    when ``k`` < 2: then the middle candidate is used), and what was chosen.
+    when ``k`` < 2: then the middle candidate is used), and what was chosen. For label sets (y (n, C))
+    the out-of-fold values are logits and the held-out loss is the summed binary cross-entropy.
     """
+    multi = y.ndim == 2
     g, n = len(cs), len(y)
     best = g // 2
     info: dict = {}
@@ -217,17 +242,22 @@ def _cv_fit(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, cs: to
         train_w = (fold.unsqueeze(0) != torch.arange(k, device=z.device).unsqueeze(1)).float()  # (k, n)
         w, b, _ = fit_logistic(z, y, n_classes, train_w.repeat_interleave(g, dim=0), cs.repeat(k), max_iter)
         with torch.no_grad():
-            lp = F.log_softmax(torch.einsum("nd,pdc->pnc", z, w) + b.unsqueeze(1), dim=2).view(k, g, n, n_classes)
+            logits = torch.einsum("nd,pdc->pnc", z, w) + b.unsqueeze(1)
+            lp = (logits if multi else F.log_softmax(logits, dim=2)).view(k, g, n, n_classes)
             held = F.one_hot(fold, k).T.float()  # (k, n): row i is held out by fold fold[i]
             oof_all = torch.einsum("fgnc,fn->gnc", lp, held)  # (g, n, C): each row from its held-out model
-            nll = -oof_all.gather(2, y.view(1, -1, 1).expand(g, -1, 1)).squeeze(2).mean(1)
+            if multi:
+                nll = F.binary_cross_entropy_with_logits(oof_all, y.unsqueeze(0).expand_as(oof_all),
+                                                         reduction="none").sum(2).mean(1)
+            else:
+                nll = -oof_all.gather(2, y.view(1, -1, 1).expand(g, -1, 1)).squeeze(2).mean(1)
             best = int(torch.argmin(nll))
             oof = oof_all[best]
             info["cv_nll"] = float(nll[best])
     w, b, iters = fit_logistic(z, y, n_classes, torch.ones(1, n, device=z.device), cs[best:best + 1], max_iter)
     if oof is None:
         with torch.no_grad():
-            oof = F.log_softmax(z @ w[0] + b[0], dim=1)
+            oof = z @ w[0] + b[0] if multi else F.log_softmax(z @ w[0] + b[0], dim=1)
     info.update({"C": best, "iters": iters})  # the caller maps the index back to its exact C
     return w[0], b[0], oof, info
 
@@ -235,7 +265,8 @@ def _cv_fit(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, cs: to
 def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                 idx: torch.Tensor, y: torch.Tensor, *, cs: Sequence[float], folds: int, max_iter: int,
                 pull: float, seed: int) -> dict:
-    """Fit ``module`` on labelled rows ``idx`` (labels ``y``) of the device features; returns a history record.
+    """Fit ``module`` on labelled rows ``idx`` (labels ``y``: classes, or (n, C) float label sets) of the
+    device features; returns a history record.
 
     Statistics come from every row of ``inputs``; per head, C by stratified k-fold CV (k = ``folds``,
     at most n / 2; none below 4 labelled items) and a refit on every labelled item it reads; then the

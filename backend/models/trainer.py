@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.data import DataError, MultimodalDataset, is_labeled, label_strata
 from backend.device import pick_device
 from backend.models.api import Predictions
 from backend.models.fusion import FusionConfig, FusionModel
@@ -172,12 +172,14 @@ class TrainedFusionModel:
 
     def __init__(self, module: FusionModel, specs: dict[str, FeatureSpec], fusion: FusionConfig,
                  class_names: list[str], device: torch.device, history: list[dict] | None = None,
-                 train_config: TrainConfig | None = None, meta: dict | None = None) -> None:
+                 train_config: TrainConfig | None = None, meta: dict | None = None,
+                 multi_label: bool = False) -> None:
         self.module = module.to(device).eval()
         self.specs = specs
         self.fusion = fusion
         self.class_names = list(class_names)
         self.n_classes = len(class_names)
+        self.multi_label = bool(multi_label)  # sigmoid per class (label sets) instead of softmax
         self.modality_names = list(specs)
         self.device = device
         self.history = history or []
@@ -245,10 +247,10 @@ class TrainedFusionModel:
 
     def _write(self, buf: Predictions, start: int, out: Any, m: dict[str, torch.Tensor]) -> None:
         end = start + len(out.logits)
-        buf.probs[start:end] = F.softmax(out.logits.float(), dim=1)
+        buf.probs[start:end] = self._probs(out.logits)
         buf.fused_embedding[start:end] = out.fused_embedding
         for k in self.modality_names:
-            buf.unimodal_probs[k][start:end] = F.softmax(out.aux_logits[k].float(), dim=1)
+            buf.unimodal_probs[k][start:end] = self._probs(out.aux_logits[k])
             buf.embeddings[k][start:end] = out.embeddings[k]
             buf.masks[k][start:end] = m[k]
 
@@ -271,10 +273,14 @@ class TrainedFusionModel:
                         x, m = feats.batch(idx)
                         with self._autocast():
                             logits = self.module(x, m).logits
-                        out[t, start:start + len(idx)] = F.softmax(logits.float(), dim=1)
+                        out[t, start:start + len(idx)] = self._probs(logits)
         finally:
             self.module.eval()
         return out
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: softmax over classes, or per-class sigmoids for a multi-label model."""
+        return torch.sigmoid(logits.float()) if self.multi_label else F.softmax(logits.float(), dim=1)
 
     def _autocast(self):
         if self.device.type == "cuda" and (self.train_config is None or self.train_config.amp):
@@ -293,6 +299,7 @@ class TrainedFusionModel:
             "history": self.history,
             "train_config": None if self.train_config is None else self.train_config.to_dict(),
             "meta": self.meta,
+            "multi_label": self.multi_label,
         }
 
     def save(self, path: str | Path) -> None:
@@ -318,9 +325,10 @@ class TrainedFusionModel:
         specs = {k: FeatureSpec.from_dict(v) for k, v in state["specs"].items()}
         fusion = FusionConfig(**state["fusion"])
         tc = TrainConfig(**state["train_config"]) if state.get("train_config") else None
-        module = build_module(specs, len(state["class_names"]), fusion, tc)
+        module = build_module(specs, len(state["class_names"]), fusion, tc, bool(state.get("multi_label", False)))
         module.load_state_dict(state["state_dict"])
-        return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"))
+        return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"),
+                   bool(state.get("multi_label", False)))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "TrainedFusionModel":
@@ -329,14 +337,14 @@ class TrainedFusionModel:
 
     def copy(self) -> "TrainedFusionModel":
         return TrainedFusionModel(copy.deepcopy(self.module), self.specs, self.fusion, self.class_names, self.device,
-                                  list(self.history), self.train_config, dict(self.meta))
+                                  list(self.history), self.train_config, dict(self.meta), self.multi_label)
 
 
 def build_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionConfig,
-                 train: TrainConfig | None) -> nn.Module:
+                 train: TrainConfig | None, multi_label: bool = False) -> nn.Module:
     """The untrained module of a recipe: :class:`FusionModel` (sgd) or :class:`ProbeFusion` (probe)."""
     if train is not None and train.recipe == "probe":
-        return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint)
+        return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint, multi_label=multi_label)
     return FusionModel(specs, n_classes, fusion)
 
 
@@ -345,11 +353,13 @@ def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, 
     """``train_model`` for ``recipe="probe"`` (see :mod:`backend.models.probe`); deterministic, no RNG but the folds."""
     device = pick_device(train.device)
     specs = dataset_specs(dataset)
-    module = ProbeFusion(specs, dataset.n_classes, fusion, joint=train.probe_joint)
-    model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train)
+    module = ProbeFusion(specs, dataset.n_classes, fusion, joint=train.probe_joint, multi_label=dataset.multi_label)
+    model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train,
+                               multi_label=dataset.multi_label)
     feats = model._device_features(dataset)
+    y = torch.as_tensor(y_np, device=device)
     record = train_probe(module, feats.inputs, feats.masks, torch.as_tensor(idx, device=device),
-                         torch.as_tensor(y_np, device=device), cs=train.probe_cs, folds=train.probe_folds,
+                         y.float() if dataset.multi_label else y, cs=train.probe_cs, folds=train.probe_folds,
                          max_iter=train.probe_max_iter, pull=train.probe_pull, seed=seed)
     module.eval()
     model.history.append(record)
@@ -358,11 +368,13 @@ def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, 
 
 
 def _split(labels: np.ndarray, val_fraction: float, min_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of positions 0..n-1 into train/val; empty val when too few items."""
+    """Seeded stratified split of positions 0..n-1 into train/val; empty val when too few items
+    (label sets are stratified by :func:`backend.data.label_strata`)."""
     n = len(labels)
     n_val = int(round(n * val_fraction))
     if val_fraction <= 0 or n_val < min_val or n - n_val < 2:
         return np.arange(n), np.arange(0)
+    labels = label_strata(labels)
     val = []
     for c in np.unique(labels):
         pos = np.flatnonzero(labels == c)
@@ -420,8 +432,8 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
     if idx.size == 0:
         raise DataError("cannot train on an empty labelled set")
     y_np = dataset.labels[idx]
-    if (y_np == UNLABELED).any():
-        bad = dataset.ids[idx[y_np == UNLABELED][0]]
+    if not is_labeled(y_np).all():
+        bad = dataset.ids[idx[~is_labeled(y_np)][0]]
         raise DataError(f"item {bad!r} is in the labelled set but has no label")
     if train.recipe == "probe":
         return _train_probe(dataset, idx, y_np, fusion, train, seed)
@@ -435,10 +447,13 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
         module = FusionModel(specs, dataset.n_classes, fusion)
         if train.warm_start and init is not None:
             module.load_state_dict(init.module.state_dict())
-        model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train)
+        model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train,
+                                   multi_label=dataset.multi_label)
         module.to(device)
         feats = model._device_features(dataset)
         y = torch.as_tensor(y_np, device=device)
+        if dataset.multi_label:
+            y = y.float()
         idx_t = torch.as_tensor(idx, device=device)
         tr_t = torch.as_tensor(tr_pos, device=device)
         va_t = torch.as_tensor(va_pos, device=device)
@@ -499,9 +514,9 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
                     x, m = feats.batch(idx_t[va_t])
                     with model._autocast():
                         out = module(x, m)
-                    vl = float(F.cross_entropy(out.logits.float(), y[va_t]))
+                    vl = float(classification_loss(out.logits, y[va_t]))
                     record["val_loss"] = vl
-                    record["val_acc"] = float((out.logits.argmax(1) == y[va_t]).float().mean())
+                    record["val_acc"] = float(_hits(out.logits, y[va_t]).float().mean())
                 if vl < best_loss - 1e-6:
                     best_loss, best_epoch, bad_epochs = vl, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -518,15 +533,32 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
     return model
 
 
+def classification_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean per-item loss: cross-entropy for class indices y (n,); for label sets y (n, C) float, the
+    binary cross-entropy of each class's sigmoid summed over classes (the label set's negative
+    log-likelihood when the classes are independent given the item)."""
+    if y.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum") / max(len(y), 1)
+    return F.cross_entropy(logits.float(), y)
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: predicted class = label, or for label sets the exact set (every sigmoid on its side of 1/2)."""
+    if y.ndim == 2:
+        return ((logits > 0) == (y > 0.5)).all(dim=1)
+    return logits.argmax(1) == y
+
+
 def _loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight: float, names: list[str]) -> torch.Tensor:
-    """Fused CE + aux_weight * mean over modalities of each head's CE on items that have the modality."""
-    loss = F.cross_entropy(out.logits.float(), y)
+    """Fused CE + aux_weight * mean over modalities of each head's CE on items that have the modality
+    (binary cross-entropies for label sets, see :func:`classification_loss`)."""
+    loss = classification_loss(out.logits, y)
     if aux_weight > 0:
         aux = []
         for k in names:
             m = masks[k]
             if bool(m.any()):
-                aux.append(F.cross_entropy(out.aux_logits[k].float()[m], y[m]))
+                aux.append(classification_loss(out.aux_logits[k][m], y[m]))
         if aux:
             loss = loss + aux_weight * torch.stack(aux).mean()
     return loss
@@ -536,13 +568,13 @@ def _loss_terms(out, y: torch.Tensor, masks: dict[str, torch.Tensor], aux_weight
                 names: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``_loss``'s parts: the fused CE and, per modality present in the batch, its head's CE on items
     having it (none when ``aux_weight`` is 0); ``_loss`` = fused + aux_weight * mean(aux)."""
-    fused = F.cross_entropy(out.logits.float(), y)
+    fused = classification_loss(out.logits, y)
     aux: dict[str, torch.Tensor] = {}
     if aux_weight > 0:
         for k in names:
             m = masks[k]
             if bool(m.any()):
-                aux[k] = F.cross_entropy(out.aux_logits[k].float()[m], y[m])
+                aux[k] = classification_loss(out.aux_logits[k][m], y[m])
     return fused, aux
 
 
@@ -552,7 +584,7 @@ def _unimodal_loss(out, y: torch.Tensor, masks: dict[str, torch.Tensor], names: 
     Only encoders, absent embeddings and auxiliary heads get gradients, and each modality's encoder
     only from its own head, so this is every modality trained alone, side by side.
     """
-    aux = [F.cross_entropy(out.aux_logits[k].float()[masks[k]], y[masks[k]]) for k in names if bool(masks[k].any())]
+    aux = [classification_loss(out.aux_logits[k][masks[k]], y[masks[k]]) for k in names if bool(masks[k].any())]
     return torch.stack(aux).mean() if aux else out.logits.sum() * 0.0
 
 
@@ -573,7 +605,11 @@ def modality_confidence(logits: Mapping[str, torch.Tensor], y: torch.Tensor,
         if n == 0:
             out[k] = None
             continue
-        p_true = F.softmax(lg.detach().float(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
+        if y.ndim == 2:  # label sets: mean over classes of the probability of the true side
+            p = torch.sigmoid(lg.detach().float())
+            p_true = (y * p + (1 - y) * (1 - p)).mean(dim=1)
+        else:
+            p_true = F.softmax(lg.detach().float(), dim=1).gather(1, y.view(-1, 1)).squeeze(1)
         out[k] = float(p_true[m].sum()) / n
     return out
 

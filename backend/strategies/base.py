@@ -32,10 +32,16 @@ class QueryResult:
 
 
 class QueryStrategy(ABC):
-    """Selects items to label next. Subclasses set ``name`` and ``description`` and implement ``select``."""
+    """Selects items to label next. Subclasses set ``name`` and ``description`` and implement ``select``.
+
+    ``multi_label``: the strategy has a defined form for multi-label models (per-class sigmoid
+    probabilities, ``model.multi_label``); the others refuse such a model with a :class:`QueryError`
+    naming the strategy instead of reading sigmoids as a distribution.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    multi_label: ClassVar[bool] = False
 
     def query(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int = 0) -> QueryResult:
         """Validate the request, then delegate to :meth:`select`. Returns exactly ``n`` unique unlabelled indices."""
@@ -47,6 +53,7 @@ class QueryStrategy(ABC):
             raise QueryError("the unlabelled pool is empty: nothing left to query")
         if n > pool.unlabeled.size:
             raise QueryError(f"asked for {n} items but only {pool.unlabeled.size} are unlabelled")
+        check_multi_label(self, model)
         result = self.select(model, dataset, pool, n, seed=seed)
         idx = np.asarray(result.indices, dtype=np.int64)
         if idx.shape != (n,) or np.unique(idx).size != n or not np.isin(idx, pool.unlabeled).all():
@@ -57,6 +64,20 @@ class QueryStrategy(ABC):
     @abstractmethod
     def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
         """Pick ``n`` items from ``pool.unlabeled`` (already validated: 0 < n <= len(pool.unlabeled))."""
+
+
+def is_multi_label(model: ActiveModel) -> bool:
+    """True for a model of label sets (per-class sigmoids)."""
+    return bool(getattr(model, "multi_label", False))
+
+
+def check_multi_label(strategy: QueryStrategy, model: ActiveModel) -> None:
+    """Refuse a multi-label model for a strategy without a multi-label form (the message lists those that have one)."""
+    if is_multi_label(model) and not strategy.multi_label:
+        _load_builtin()
+        ok = sorted(k for k, cls in _REGISTRY.items() if cls.multi_label)
+        raise QueryError(f"strategy '{strategy.name}' has no multi-label form (its formula reads one class per "
+                         f"item); for multi-label projects use one of: {', '.join(ok)}")
 
 
 class ScoringStrategy(QueryStrategy):

@@ -14,7 +14,7 @@ import torch
 from backend import heuristics
 from backend.data import MultimodalDataset, Pool
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, ScoringStrategy, register
+from backend.strategies.base import QueryError, ScoringStrategy, is_multi_label, register
 
 __all__ = ["RandomStrategy", "LeastConfidence", "Margin", "Entropy", "BALD"]
 
@@ -28,6 +28,11 @@ def _pool_probs(model: ActiveModel, dataset: MultimodalDataset, pool: Pool) -> t
     return model.predict(dataset, pool.unlabeled).probs
 
 
+def _heuristic(model: ActiveModel, single, multi):
+    """The single-label heuristic, or its ``multilabel_*`` form for a model of label sets."""
+    return multi if is_multi_label(model) else single
+
+
 @register
 class RandomStrategy(ScoringStrategy):
     """Uniform random sampling without replacement.
@@ -38,6 +43,7 @@ class RandomStrategy(ScoringStrategy):
 
     name = "random"
     description = "uniformly random items (seeded); the baseline every strategy must beat"
+    multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).random(pool.unlabeled.size)
@@ -45,35 +51,50 @@ class RandomStrategy(ScoringStrategy):
 
 @register
 class LeastConfidence(ScoringStrategy):
-    """Least confidence: ``score_i = 1 - max_c p(c | x_i)`` on the fused probabilities."""
+    """Least confidence: ``score_i = 1 - max_c p(c | x_i)`` on the fused probabilities.
+
+    Multi-label: ``1 - prod_c max(p_c, 1 - p_c)``, one minus the probability of the most likely set.
+    """
 
     name = "least_confidence"
     description = "items whose most likely class has the lowest fused probability"
+    multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
-        return _to_numpy(heuristics.least_confidence(_pool_probs(model, dataset, pool)))
+        f = _heuristic(model, heuristics.least_confidence, heuristics.multilabel_least_confidence)
+        return _to_numpy(f(_pool_probs(model, dataset, pool)))
 
 
 @register
 class Margin(ScoringStrategy):
-    """Smallest margin: ``score_i = -(p_(1) - p_(2))``, the negated gap between the two top classes."""
+    """Smallest margin: ``score_i = -(p_(1) - p_(2))``, the negated gap between the two top classes.
+
+    Multi-label: ``-min_c |2 p_c - 1|``, the margin to 1/2 of the least certain class.
+    """
 
     name = "margin"
     description = "items with the smallest gap between the two most likely classes (fused)"
+    multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
-        return _to_numpy(heuristics.margin(_pool_probs(model, dataset, pool)))
+        f = _heuristic(model, heuristics.margin, heuristics.multilabel_margin)
+        return _to_numpy(f(_pool_probs(model, dataset, pool)))
 
 
 @register
 class Entropy(ScoringStrategy):
-    """Maximum entropy: ``score_i = -sum_c p(c | x_i) log p(c | x_i)`` on the fused probabilities."""
+    """Maximum entropy: ``score_i = -sum_c p(c | x_i) log p(c | x_i)`` on the fused probabilities.
+
+    Multi-label: the mean binary entropy of the per-class probabilities.
+    """
 
     name = "entropy"
     description = "items with the highest predictive entropy of the fused probabilities"
+    multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
-        return _to_numpy(heuristics.entropy(_pool_probs(model, dataset, pool)))
+        f = _heuristic(model, heuristics.entropy, heuristics.multilabel_entropy)
+        return _to_numpy(f(_pool_probs(model, dataset, pool)))
 
 
 @register
@@ -81,11 +102,13 @@ class BALD(ScoringStrategy):
     """BALD (Houlsby et al. 2011) with MC dropout (Gal et al. 2017).
 
     ``score_i = H(mean_t p_t(x_i)) - mean_t H(p_t(x_i))`` over ``n_samples`` dropout passes seeded by
-    ``seed``: the mutual information between the label and the model weights.
+    ``seed``: the mutual information between the label and the model weights. Multi-label: the mean
+    over classes of each class's binary BALD.
     """
 
     name = "bald"
     description = "mutual information between label and weights over MC-dropout samples (T=20)"
+    multi_label = True
 
     def __init__(self, n_samples: int = 20) -> None:
         if int(n_samples) < 2:
@@ -94,4 +117,4 @@ class BALD(ScoringStrategy):
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
         mc = model.predict_mc_dropout(dataset, pool.unlabeled, self.n_samples, seed)
-        return _to_numpy(heuristics.bald(mc))
+        return _to_numpy(_heuristic(model, heuristics.bald, heuristics.multilabel_bald)(mc))

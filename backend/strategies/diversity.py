@@ -13,7 +13,7 @@ import torch
 from backend.data import MultimodalDataset, Pool
 from backend.kernels import FactoredEmbedding, greedy_k_center, kmeans, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, register
+from backend.strategies.base import QueryError, QueryResult, QueryStrategy, is_multi_label, register
 
 __all__ = ["Coreset", "Badge", "TypiClust"]
 
@@ -35,6 +35,7 @@ class Coreset(QueryStrategy):
 
     name = "coreset"
     description = "greedy k-center on the fused embedding: items farthest from everything labelled"
+    multi_label = True  # the embedding alone, whatever the head
 
     def __init__(self, chunk_size: int | None = None) -> None:
         if chunk_size is not None and int(chunk_size) < 1:
@@ -63,15 +64,20 @@ class Badge(QueryStrategy):
     O(N (C + d)) per pick). The first pick is the largest gradient norm (as in the reference code),
     the rest are D^2-sampled with ``torch.Generator().manual_seed(seed)``. ``scores`` are the gradient
     norms ``||g_i||`` (BADGE's uncertainty term), a sensible order for items beyond the batch.
+
+    Multi-label: ``g_i = (p_i - 1[p_i >= 1/2]) (x) z_i``, the binary cross-entropies' gradient at the
+    most likely label set (:meth:`FactoredEmbedding.badge_multilabel`).
     """
 
     name = "badge"
     description = "k-means++ seeding on fused gradient embeddings: uncertain and diverse (seeded)"
+    multi_label = True
 
     def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
         unl = pool.unlabeled
         pred = model.predict(dataset, unl)
-        emb = FactoredEmbedding.badge(pred.probs, [pred.fused_embedding])
+        build = FactoredEmbedding.badge_multilabel if is_multi_label(model) else FactoredEmbedding.badge
+        emb = build(pred.probs, [pred.fused_embedding])
         gen = torch.Generator().manual_seed(int(seed))
         picks = _np(kmeanspp_seeding(emb, n, gen, first="max_norm"), np.int64)
         return QueryResult(unl[picks], np.sqrt(_np(emb.sq_norms)), unl)
@@ -90,6 +96,7 @@ class TypiClust(QueryStrategy):
 
     name = "typiclust"
     description = "most typical (densest) item of the largest, least-labelled k-means clusters"
+    multi_label = True  # the embedding alone, whatever the head
 
     def __init__(self, max_clusters: int = 500, k_nn: int = 20, min_cluster_size: int = 5, iters: int = 30) -> None:
         for field, value, low in (("max_clusters", max_clusters, 1), ("k_nn", k_nn, 1),

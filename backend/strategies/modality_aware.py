@@ -22,19 +22,26 @@ import torch
 
 from backend.data import MultimodalDataset, Pool
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
-from backend.heuristics import entropy, margin
+from backend.heuristics import entropy, margin, multilabel_entropy, multilabel_margin
 from backend.kernels import FactoredEmbedding, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, register
+from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, is_multi_label, register
 
 Uncertainty = Literal["entropy", "margin"]
 
 
-def normalized_uncertainty(probs: torch.Tensor, kind: Uncertainty = "entropy") -> torch.Tensor:
+def normalized_uncertainty(probs: torch.Tensor, kind: Uncertainty = "entropy", multi_label: bool = False) -> torch.Tensor:
     """(n,) uncertainty in [0, 1] so fused and unimodal uncertainties can be mixed on one scale.
 
-    entropy: H(p) / log C; margin: 1 - (p_(1) - p_(2)).
+    entropy: H(p) / log C; margin: 1 - (p_(1) - p_(2)). For per-class sigmoids (``multi_label``):
+    the mean binary entropy / log 2, and 1 - min_c |2 p_c - 1|.
     """
+    if multi_label:
+        if kind == "entropy":
+            return multilabel_entropy(probs) / math.log(2.0)
+        if kind == "margin":
+            return 1.0 + multilabel_margin(probs)
+        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
     c = probs.shape[1]
     if kind == "entropy":
         return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
@@ -83,11 +90,13 @@ class UnderreliedUncertainty(ScoringStrategy):
 
     U = normalised entropy (default) or margin uncertainty; ``present_weak`` zeroes the weak head's
     uncertainty where the item lacks that modality (that head only sees the absent embedding there).
-    With M > 2 modalities the least-relied one is used.
+    With M > 2 modalities the least-relied one is used. Multi-label: U of the per-class sigmoids
+    (:func:`normalized_uncertainty`), shares from the Shapley values of the predicted label set.
     """
 
     name = "underrelied_uncertainty"
     description = "fused uncertainty mixed with the least-relied modality's head uncertainty, weighted by imbalance"
+    multi_label = True
 
     def __init__(self, uncertainty: Uncertainty = "entropy", sample: int = 512, gain: float = 1.0) -> None:
         _check_uncertainty(uncertainty)
@@ -111,9 +120,10 @@ class UnderreliedUncertainty(ScoringStrategy):
         k = _weak(shares)
         w = self.mix_weight(shares, self.gain)
         pred = model.predict(dataset, pool.unlabeled)
-        u_fused = normalized_uncertainty(pred.probs, self.uncertainty)
+        multi = is_multi_label(model)
+        u_fused = normalized_uncertainty(pred.probs, self.uncertainty, multi)
         present = pred.masks[names[k]].to(u_fused.dtype)
-        u_weak = normalized_uncertainty(pred.unimodal_probs[names[k]], self.uncertainty) * present
+        u_weak = normalized_uncertainty(pred.unimodal_probs[names[k]], self.uncertainty, multi) * present
         self.info = {"shares": dict(zip(names, shares.tolist())), "weak": names[k], "weight": w}
         return ((1.0 - w) * u_fused + w * u_weak).double().cpu().numpy()
 
@@ -127,6 +137,14 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return (a * (torch.log(a.clamp_min(eps)) - torch.log(b.clamp_min(eps)))).sum(dim=1)
 
     return (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp_min(0.0)
+
+
+def binary_js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(n,) mean over classes of the Jensen-Shannon divergence between Bernoulli(p_c) and Bernoulli(q_c)."""
+    n, c = p.shape
+    pp = torch.stack([p, 1 - p], dim=2).reshape(n * c, 2)
+    qq = torch.stack([q, 1 - q], dim=2).reshape(n * c, 2)
+    return js_divergence(pp, qq).view(n, c).mean(dim=1)
 
 
 @register
@@ -143,10 +161,12 @@ class HeadDisagreement(ScoringStrategy):
 
     JS in nats divided by log 2 lies in [0, 1]; absent modalities are skipped (their head only sees
     the absent embedding); ``tie`` (default 1e-3) breaks ties among agreeing items by fused entropy.
+    Multi-label: JS is the mean over classes of the per-class Bernoulli JS, H the mean binary entropy.
     """
 
     name = "head_disagreement"
     description = "mean Jensen-Shannon divergence between present unimodal heads and the fused prediction"
+    multi_label = True
 
     def __init__(self, tie: float = 1e-3) -> None:
         if tie < 0:
@@ -156,14 +176,16 @@ class HeadDisagreement(ScoringStrategy):
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
         pred = model.predict(dataset, pool.unlabeled)
         fused = pred.probs
+        multi = is_multi_label(model)
+        js = binary_js_divergence if multi else js_divergence
         total = torch.zeros(fused.shape[0], dtype=torch.float64, device=fused.device)
         count = torch.zeros_like(total)
         for k in model.modality_names:
             present = pred.masks[k].to(torch.float64)
-            total += present * js_divergence(pred.unimodal_probs[k], fused).double()
+            total += present * js(pred.unimodal_probs[k], fused).double()
             count += present
         d = total / (math.log(2.0) * count.clamp_min(1.0))
-        return (d + self.tie * normalized_uncertainty(fused, "entropy").double()).cpu().numpy()
+        return (d + self.tie * normalized_uncertainty(fused, "entropy", multi).double()).cpu().numpy()
 
 
 def missing_excess(u: np.ndarray, presence: np.ndarray, yhat: np.ndarray, shrink: float = 5.0) -> np.ndarray:
