@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevelName)
 """Levels of ``LOG_LEVEL`` / ``--log-level`` (any case)."""
 
 TRAINING_QUEUE = "mmal-ls-training"
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
                                 description="torch threads of `mmal serve` (0: torch's default). /predict runs many "
                                             "small forward passes, where OpenMP threads spin-wait more than they help: "
                                             "1 thread made a 100-task call 3.6x cheaper in CPU (bench/RESULTS.md).")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+    log_level: LogLevelName = Field(
         "INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
         description="Log level of `mmal serve` and `mmal worker` (label-studio-ml-backend's name); their "
                     "--log-level flag overrides it. DEBUG also logs the effective settings, secrets masked.")

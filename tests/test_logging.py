@@ -90,6 +90,13 @@ def test_serve_honours_log_level_and_the_flag_overrides_it(tmp_path):
     assert not ({"DEBUG", "INFO"} & levels(out)) and "Uvicorn running on" not in out, out[-2000:]
 
 
+def test_the_flag_offers_exactly_the_levels_of_the_setting():
+    from mmal.cli import LogLevel
+    from ml_server.settings import LOG_LEVELS
+
+    assert tuple(level.value for level in LogLevel) == LOG_LEVELS
+
+
 def test_bad_log_level_is_refused_in_one_line():
     env = clean_env()
     bad_env = run_mmal(["worker", "--burst"], {**env, "LOG_LEVEL": "loud"}, timeout=60)
