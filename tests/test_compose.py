@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from ml_server.settings import Settings
+from tests.conftest import settings_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -124,18 +125,6 @@ def env_example() -> dict[str, tuple[str, bool]]:
             assert m[2] not in entries, f".env.example: {m[2]} twice"
             entries[m[2]] = (m[3], m[1] is None)
     return entries
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """Settings as a process with exactly ``env`` would read them."""
-    old = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
 
 
 class MissingVariable(Exception):
