@@ -36,13 +36,19 @@ def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def forget_workers(queue: str) -> None:
-    """Drop the registry entries a killed worker left for ``queue`` (they would expire in 135 s)."""
+def forget_queue(queue: str) -> None:
+    """Drop what a test's queue left in Redis: the entries of killed workers (they would expire in 135 s),
+    the queue's registries and its jobs (failed jobs stay 7 days)."""
     conn = redis.Redis.from_url(REDIS_URL)
     for key in Worker.all_keys(queue=Queue(queue, connection=conn)):
         conn.delete(key)
         conn.srem("rq:workers", key)
-    conn.delete(f"rq:workers:{queue}")
+    for registry in conn.scan_iter(match=f"rq:*:{queue}"):
+        if conn.type(registry) == b"zset":
+            for job_id in conn.zrange(registry, 0, -1):
+                conn.delete(f"rq:job:{job_id.decode()}", f"rq:results:{job_id.decode()}")
+        conn.delete(registry)
+    conn.srem("rq:queues", f"rq:queue:{queue}")
 
 
 def test_healthy_only_while_a_real_worker_runs(tmp_path):
@@ -79,7 +85,7 @@ def test_healthy_only_while_a_real_worker_runs(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # RQ's scheduler child, if it outlived the worker
         except ProcessLookupError:
             pass
-        forget_workers(queue)
+        forget_queue(queue)
 
 
 def test_unhealthy_when_redis_cannot_be_reached():

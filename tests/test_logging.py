@@ -19,7 +19,7 @@ import redis
 from ml_server import jobs
 from ml_server.settings import Settings
 from tests.conftest import wait_for
-from tests.test_healthcheck import REDIS_URL, clean_env
+from tests.test_healthcheck import REDIS_URL, clean_env, forget_queue
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "a-secret-token-4711"
@@ -138,3 +138,4 @@ def test_a_failed_job_writes_one_structured_line(tmp_path):
     finally:
         for kind in ("pending", "running", "dirty", "status", "activity"):
             conn.delete(jobs.key(kind, project))
+        forget_queue(queue)
