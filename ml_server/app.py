@@ -476,7 +476,7 @@ def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: 
     """
     import uvicorn
 
-    from ml_server.log_config import configure_logging, effective_level, log_settings
+    from ml_server.log_config import configure_logging, effective_level, log_settings, uvicorn_log_config
 
     settings = get_settings()
     level = effective_level(log_level, settings)
@@ -489,10 +489,9 @@ def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: 
         import torch
 
         torch.set_num_threads(threads)
+    logging_options = {"log_level": level.lower(), "log_config": uvicorn_log_config(level)}
     if workers > 1:
-        # uvicorn's worker processes build the app from the environment: LOG_LEVEL carries the level to them
-        os.environ["LOG_LEVEL"] = level
         uvicorn.run("ml_server.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=level.lower())
+                    **logging_options)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=level.lower())
+        uvicorn.run(create_app(settings), host=host, port=port, **logging_options)

@@ -8,6 +8,7 @@ command's ``--log-level`` flag says otherwise. Operators grep the structured lin
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from typing import Any
@@ -33,6 +34,21 @@ def configure_logging(level: str) -> None:
     ``force``: a library that configured the root logger on import must not keep its own level.
     """
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own logging config plus the root logger at ``level`` in :data:`LOG_FORMAT`.
+
+    uvicorn applies it in every process it runs, so with ``mmal serve --workers N`` the app's loggers in
+    the worker processes log at the same level as in a single process.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["mmal"] = {"format": LOG_FORMAT}
+    config["handlers"]["mmal"] = {"class": "logging.StreamHandler", "formatter": "mmal", "stream": "ext://sys.stderr"}
+    config["root"] = {"handlers": ["mmal"], "level": level.upper()}
+    return config
 
 
 def settings_record(settings: Settings) -> dict[str, Any]:
