@@ -469,20 +469,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: str = "info") -> None:
-    """Run the backend with uvicorn (``mmal serve``). ``workers`` > 1 runs several processes."""
+def serve(host: str = "0.0.0.0", port: int = 9090, workers: int = 1, log_level: str | None = None) -> None:
+    """Run the backend with uvicorn (``mmal serve``). ``workers`` > 1 runs several processes.
+
+    ``log_level`` (any case) overrides ``LOG_LEVEL``; it applies to the app's loggers and uvicorn's.
+    """
     import uvicorn
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threads = Settings().server_threads
+    from ml_server.log_config import configure_logging, effective_level, log_settings, uvicorn_log_config
+
+    settings = get_settings()
+    level = effective_level(log_level, settings)
+    configure_logging(level)
+    log_settings(log, settings)
+    threads = settings.server_threads
     if threads:
         # before uvicorn starts (and forks workers): every process then uses this many torch threads
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         import torch
 
         torch.set_num_threads(threads)
+    logging_options = {"log_level": level.lower(), "log_config": uvicorn_log_config(level)}
     if workers > 1:
         uvicorn.run("ml_server.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level)
+                    **logging_options)
     else:
-        uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings), host=host, port=port, **logging_options)

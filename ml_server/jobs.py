@@ -376,6 +376,28 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
     base = get_settings()
     conn, job_id = _current_connection(base)
     pid = int(project_id)
+    try:
+        return _train_project(conn, base, pid, job_id, reason)
+    except Exception as exc:
+        log.error("job_failed %s", json.dumps(job_failure_record(job_id, pid, reason, exc), sort_keys=True,
+                                               default=_json_default))
+        raise
+
+
+def job_failure_record(job_id: str, project_id: int, reason: str, exc: BaseException) -> dict[str, Any]:
+    """The one structured log line a failed job writes (``job_failed {...}``); ``will_retry`` when RQ
+    runs it again (``MMAL_JOB_RETRIES``), so an operator tells a final failure from a transient one."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    retries_left = int(job.retries_left or 0) if job is not None else 0
+    return {"event": "job_failed", "job_id": job_id, "project": int(project_id), "reason": reason or "request",
+            "error_type": type(exc).__name__, "error": str(exc)[:2000], "retries_left": retries_left,
+            "will_retry": retries_left > 0}
+
+
+def _train_project(conn: redis.Redis, base: Settings, pid: int, job_id: str, reason: str) -> dict[str, Any]:
+    """:func:`train_project` past the connection: debounce, lock (or defer), train, release, follow-up."""
     waited = settle(conn, pid, base.train_debounce, base.train_debounce_max)
     if waited >= 0.05:
         log.info("project %s: waited %.1f s for the annotations to settle", pid, waited)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevelName)
+"""Levels of ``LOG_LEVEL`` / ``--log-level`` (any case)."""
 
 TRAINING_QUEUE = "mmal-ls-training"
 """Name of the RQ queue the training jobs go to (``mmal worker`` listens on it)."""
@@ -93,6 +97,10 @@ class Settings(BaseSettings):
                                 description="torch threads of `mmal serve` (0: torch's default). /predict runs many "
                                             "small forward passes, where OpenMP threads spin-wait more than they help: "
                                             "1 thread made a 100-task call 3.6x cheaper in CPU (bench/RESULTS.md).")
+    log_level: LogLevelName = Field(
+        "INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
+        description="Log level of `mmal serve` and `mmal worker` (label-studio-ml-backend's name); their "
+                    "--log-level flag overrides it. DEBUG also logs the effective settings, secrets masked.")
     # --- learning ------------------------------------------------------------------------------------
     strategy: str = Field("margin", validation_alias=AliasChoices("MMAL_STRATEGY", "strategy"),
                           description="Query strategy that orders the tasks (see `mmal strategies`).")
@@ -193,6 +201,18 @@ class Settings(BaseSettings):
         description="Hosts task URLs may point to besides Label Studio (exact names, '*.example.com', or '*').")
     fetch_max_redirects: int = Field(3, ge=0, validation_alias=AliasChoices("MMAL_FETCH_MAX_REDIRECTS",
                                                                              "fetch_max_redirects"))
+
+    @field_validator("label_studio_api_key", "basic_auth_user", "basic_auth_pass", "device", "feature_cache_dir",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `NAME=` in an env file (.env.example's way of saying "unset") must not mean "" (or Path("."))
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("fetch_allowed_hosts", mode="before")
     @classmethod

@@ -13,10 +13,18 @@ from typing import Sequence
 
 from ml_server.settings import TRAINING_QUEUE, Settings, get_settings
 
-__all__ = ["run_worker", "preload", "TRAINING_QUEUE", "worker_queues", "MAINTENANCE_INTERVAL"]
+__all__ = ["run_worker", "preload", "TRAINING_QUEUE", "worker_queues", "MAINTENANCE_INTERVAL", "WORKER_TTL",
+           "HEARTBEAT_MAX_AGE"]
+
+log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 60
 """Seconds between RQ maintenance passes of a worker (abandoned-job detection; RQ's default is 600)."""
+WORKER_TTL = MAINTENANCE_INTERVAL + 15
+"""RQ's worker_ttl: an idle worker sends a heartbeat every WORKER_TTL - 15 s (60 s)."""
+HEARTBEAT_MAX_AGE = WORKER_TTL + 60
+"""Oldest heartbeat of a live worker: RQ lets a worker's key expire this long after its last heartbeat (a
+busy fork worker beats every 30 s). ``python -m ml_server.healthcheck worker`` allows this much."""
 
 
 def worker_queues(settings: Settings | None = None, extra_queues: Sequence[str] = ()) -> list[str]:
@@ -48,16 +56,22 @@ def preload() -> None:
 
 
 def run_worker(redis_url: str | None = None, burst: bool = False, extra_queues: Sequence[str] = (),
-               name: str | None = None, with_scheduler: bool = True, max_jobs: int | None = None) -> bool:
+               name: str | None = None, with_scheduler: bool = True, max_jobs: int | None = None,
+               log_level: str | None = None) -> bool:
     """Work training jobs (and ``extra_queues``, e.g. the benchmark queue) until stopped.
 
     ``burst``: exit when the queues are empty. ``with_scheduler`` runs RQ's scheduler for job retries
-    with an interval. Returns whether any job was processed.
+    with an interval. ``log_level`` (any case) overrides ``LOG_LEVEL``. Returns whether any job was processed.
     """
     import redis
     from rq import SimpleWorker, SpawnWorker, Worker
 
+    from ml_server.log_config import configure_logging, effective_level, log_settings
+
     settings = get_settings()
+    level = effective_level(log_level, settings)
+    configure_logging(level)
+    log_settings(log, settings)
     if settings.worker_class == "fork":
         preload()
     url = redis_url or settings.redis_url
@@ -66,7 +80,9 @@ def run_worker(redis_url: str | None = None, burst: bool = False, extra_queues: 
     # RQ finds jobs abandoned by a killed worker (and retries or fails them) in its maintenance pass, by
     # default every 10 minutes, and an idle worker only looks every worker_ttl - 15 s (405 s). Once a
     # minute bounds the wait after a crash to about 2.5 minutes (the dead job's heartbeat lasts 90 s).
-    worker = cls(worker_queues(settings, extra_queues), connection=conn, name=name,
-                 maintenance_interval=MAINTENANCE_INTERVAL, worker_ttl=MAINTENANCE_INTERVAL + 15)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return bool(worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level="INFO"))
+    queues = worker_queues(settings, extra_queues)
+    worker = cls(queues, connection=conn, name=name, maintenance_interval=MAINTENANCE_INTERVAL,
+                 worker_ttl=WORKER_TTL)
+    log.debug("worker %s (%s) on queues %s of %s", worker.name, settings.worker_class, queues,
+              conn.connection_pool.connection_kwargs.get("host"))
+    return bool(worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs, logging_level=level))

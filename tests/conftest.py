@@ -116,6 +116,22 @@ def rconn(request):
     conn.flushdb()
 
 
+def settings_from_env(env: dict[str, str]):
+    """``ml_server.settings.Settings`` as a process whose environment is exactly ``env`` reads them."""
+    import os
+
+    from ml_server.settings import Settings
+
+    old = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
 def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy (returned), else fail naming ``what``."""
     from bench.server_harness import wait_until

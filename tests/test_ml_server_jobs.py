@@ -23,11 +23,10 @@ from rq.job import Job
 
 from connectors.labelstudio import LabelStudioConnector, LabelStudioError
 from ml_server import jobs
-from tests.conftest import annotate, wait_for
+from tests.conftest import annotate, settings_from_env as settings_from, wait_for
 from ml_server.app import create_app
 from ml_server.demo import create_emoji_project
 from ml_server.model_store import ModelStore
-from ml_server.settings import Settings
 from ml_server.training import build_version, make_fetcher, publish
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -46,17 +45,6 @@ def env(labelstudio, tmp_path, rconn):
               "MMAL_STRATEGY": "margin", "MMAL_JOB_RETRIES": "0", "MMAL_TRAIN_DEBOUNCE": "0.5",
               "PYTHONPATH": str(REPO)})
     return e
-
-
-def settings_from(env: dict) -> Settings:
-    old = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
 
 
 def start_worker(env: dict, burst: bool = True, name: str | None = None) -> subprocess.Popen:

@@ -1,0 +1,5 @@
+"""``python -m mmal``: the ``mmal`` command without its console script (e.g. from a source checkout)."""
+
+from mmal.cli import app
+
+app()
