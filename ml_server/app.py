@@ -306,11 +306,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from backend.data import DataError
             from ml_server.dataset import modality_specs
 
+            from backend.strategies.base import QueryError, get_strategy, require_multi_label
+
             try:
-                # the same check the training job makes: two modalities this backend can featurize
-                specs = modality_specs(parse_label_config(body.label_schema), project.featurizers,
-                                       project.featurizer_params)
-            except LabelConfigError as exc:
+                # the same checks the training job makes: two modalities this backend can featurize, and
+                # for a multi-label project a strategy that has a multi-label form
+                config = parse_label_config(body.label_schema)
+                specs = modality_specs(config, project.featurizers, project.featurizer_params)
+                if config.multi_label:
+                    require_multi_label(get_strategy(project.strategy, **project.strategy_params))
+            except (LabelConfigError, QueryError) as exc:
                 raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
             for spec in specs:
                 try:

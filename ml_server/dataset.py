@@ -155,11 +155,12 @@ def no_usable_value(task: Mapping[str, Any], data_keys: Iterable[str]) -> str | 
             f"keys present: {present}")
 
 
-def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
-    """The class a task's annotations give it, or None when it has no usable annotation.
+def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | tuple[str, ...] | None:
+    """The class a task's annotations give it, or None when it has no usable annotation; for a
+    multi-label control the tuple of every class chosen (in config order).
 
     Cancelled (skipped) annotations are ignored; a ground-truth annotation wins, otherwise the most
-    recently updated one. (Multi-label controls are refused by ``parse_label_config``.)
+    recently updated one (its whole set, multi-label: sets are not merged across annotators).
     """
     candidates = []
     annotations = task.get("annotations")
@@ -167,7 +168,7 @@ def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
         if not isinstance(ann, Mapping) or ann.get("was_cancelled"):
             continue
         result = ann.get("result")
-        choice = annotation_choice(result, config) if isinstance(result, list) else None
+        choice = _annotation_label(result, config) if isinstance(result, list) else None
         if choice is not None:
             ann_id = ann.get("id")
             candidates.append((bool(ann.get("ground_truth")), str(ann.get("updated_at") or ""),
@@ -177,8 +178,15 @@ def task_label(task: Mapping[str, Any], config: LabelConfig) -> str | None:
     return max(candidates)[3]
 
 
-def annotation_choice(result: Iterable[Any], config: LabelConfig) -> str | None:
-    """The first chosen class of the Choices control in an annotation result (None if none/unknown)."""
+def annotation_choices(result: Iterable[Any], config: LabelConfig) -> list[str] | None:
+    """The known classes chosen in the Choices control of an annotation result, in config order.
+
+    None when the result names only classes the config does not have (a changed config: no usable
+    label). An empty list when it has no choice of the control at all: for a multi-label control that
+    is the empty set, a label ("none of these"); :func:`annotation_choice` reads it as no class.
+    """
+    chosen: set[str] = set()
+    unknown = False
     for region in result:
         if not isinstance(region, Mapping) or region.get("from_name") != config.control.name:
             continue
@@ -186,8 +194,26 @@ def annotation_choice(result: Iterable[Any], config: LabelConfig) -> str | None:
         choices = value.get("choices") if isinstance(value, Mapping) else None
         for c in choices if isinstance(choices, list) else []:
             if isinstance(c, str) and c in config.control.choices:
-                return c
-    return None
+                chosen.add(c)
+            else:
+                unknown = True
+    if unknown and not chosen:
+        return None
+    return [c for c in config.control.choices if c in chosen]
+
+
+def annotation_choice(result: Iterable[Any], config: LabelConfig) -> str | None:
+    """The first chosen class of the Choices control in an annotation result (None if none/unknown)."""
+    chosen = annotation_choices(result, config)
+    return chosen[0] if chosen else None
+
+
+def _annotation_label(result: Iterable[Any], config: LabelConfig) -> str | tuple[str, ...] | None:
+    """An annotation's label: its class, or (multi-label) the tuple of its classes, possibly empty."""
+    if config.multi_label:
+        chosen = annotation_choices(result, config)
+        return None if chosen is None else tuple(chosen)
+    return annotation_choice(result, config)
 
 
 @dataclass
@@ -203,7 +229,7 @@ class TaskDataset:
 
     @property
     def labeled(self) -> np.ndarray:
-        return np.flatnonzero(self.dataset.labels != UNLABELED)
+        return np.flatnonzero(self.dataset.labeled_mask())
 
 
 def build_task_dataset(tasks: list[Mapping[str, Any]], config: LabelConfig, specs: list[ModalitySpec],
@@ -232,16 +258,20 @@ def build_task_dataset(tasks: list[Mapping[str, Any]], config: LabelConfig, spec
             found.append(no_usable_value(task, [s.data_key for s in specs]) or "data: no usable value")
         if found:
             problems[pos] = found
-        label = UNLABELED
+        label: Any = [UNLABELED] * len(index) if config.multi_label else UNLABELED
         if with_labels:
             choice = task_label(task, config)
-            if choice is not None:
+            if choice is not None and config.multi_label:
+                label = [int(c in choice) for c in config.class_names]
+            elif choice is not None:
                 label = index[choice]
             elif task.get("annotations"):
                 unknown += 1
         labels.append(label)
     task_ids = np.asarray(ids, dtype=np.int64)
-    dataset = _featurize_robust(raw, featurizers, np.asarray(labels, dtype=np.int64), config.class_names,
+    label_array = np.asarray(labels, dtype=np.int64).reshape(len(ids), -1) if config.multi_label \
+        else np.asarray(labels, dtype=np.int64)
+    dataset = _featurize_robust(raw, featurizers, label_array, config.class_names,
                                 task_ids, cache, batch_size, errors, problems, {s.name: s.data_key for s in specs})
     return TaskDataset(dataset, task_ids, list(specs), dict(errors), unknown, problems)
 

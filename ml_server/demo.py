@@ -32,12 +32,14 @@ def png_data_url(png: bytes) -> str:
 
 def label_config(class_names: Sequence[str], *, image_name: str = "image", image_key: str = "image",
                  text_name: str = "text", text_key: str = "text", control: str = "label",
-                 to_name: str | None = None) -> str:
-    """An image + text classification config with the given tag names and data keys."""
+                 to_name: str | None = None, multiple: bool = False) -> str:
+    """An image + text classification config with the given tag names and data keys
+    (``multiple``: a multi-label project, ``choice="multiple"``)."""
     choices = "".join(f"<Choice value={quoteattr(c)}/>" for c in class_names)
+    kind = "multiple" if multiple else "single"
     return (f'<View>\n  <Image name="{image_name}" value="${image_key}"/>\n'
             f'  <Text name="{text_name}" value="${text_key}"/>\n'
-            f'  <Choices name="{control}" toName="{to_name or text_name}" choice="single">{choices}</Choices>\n'
+            f'  <Choices name="{control}" toName="{to_name or text_name}" choice="{kind}">{choices}</Choices>\n'
             f'</View>')
 
 
@@ -65,9 +67,24 @@ def emoji_tasks(per_class: int = 12, categories: Sequence[str] = DEFAULT_CATEGOR
     return EmojiTasks(tasks, truth, list(categories))
 
 
-def choice_annotation(control: str, to_name: str, label: str) -> list[dict[str, Any]]:
-    """The ``result`` of an annotation that picks ``label``."""
-    return [{"from_name": control, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
+def choice_annotation(control: str, to_name: str, label: str | Sequence[str]) -> list[dict[str, Any]]:
+    """The ``result`` of an annotation that picks ``label`` (or, multi-label, every class of a list;
+    an empty list: nothing chosen, as Label Studio saves it)."""
+    chosen = [label] if isinstance(label, str) else list(label)
+    if not chosen:
+        return []
+    return [{"from_name": control, "to_name": to_name, "type": "choices", "value": {"choices": chosen}}]
+
+
+FACE = "Has a face"
+"""The tag of :func:`emoji_label_sets`: the emoji's name mentions a face (it cuts across categories)."""
+
+
+def emoji_label_sets(et: EmojiTasks, text_key: str = "text") -> list[list[str]]:
+    """Label sets for a multi-label emoji project: the category plus :data:`FACE` when the emoji's name
+    says "face" (cat face, sun with face, ...); classes ``et.class_names + [FACE]``."""
+    return [[c] + ([FACE] if "face" in str(t["data"][text_key]).lower() else [])
+            for t, c in zip(et.tasks, et.truth)]
 
 
 @dataclass

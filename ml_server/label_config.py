@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from backend.data import DataError
 
@@ -62,6 +65,17 @@ class LabelConfig:
     def class_names(self) -> list[str]:
         return list(self.control.choices)
 
+    @property
+    def multi_label(self) -> bool:
+        """``choice="multiple"``: a task's label is the set of classes chosen."""
+        return self.control.multiple
+
+    def choices_region(self, label: str | list[str]) -> dict:
+        """The Label Studio ``choices`` result region for a class (or, multi-label, a list of classes)."""
+        to_name = self.control.to_name or self.objects[0].name
+        choices = list(label) if isinstance(label, (list, tuple)) else [label]
+        return {"from_name": self.control.name, "to_name": to_name, "type": "choices", "value": {"choices": choices}}
+
     def object(self, name: str) -> ObjectTag:
         for obj in self.objects:
             if obj.name == name:
@@ -69,17 +83,24 @@ class LabelConfig:
         raise LabelConfigError(f"no object tag named {name!r}; the config has {[o.name for o in self.objects]}")
 
 
+def predicted_labels(probs: Any, class_names: list[str], multi_label: bool) -> list[str | list[str]]:
+    """Per item, the predicted class (argmax of (n, C) ``probs``) or, multi-label, the list of every class
+    whose sigmoid is >= 1/2, in class order (possibly empty)."""
+    p = probs.detach().float().cpu().numpy() if hasattr(probs, "detach") else np.asarray(probs)
+    if multi_label:
+        return [[class_names[c] for c in np.flatnonzero(row >= 0.5)] for row in p]
+    return [class_names[int(k)] for k in p.argmax(axis=1)]
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def parse_label_config(xml: str, control_name: str | None = None, *, allow_multiple: bool = False) -> LabelConfig:
-    """Parse ``xml`` into object tags and the Choices control.
+def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig:
+    """Parse ``xml`` into object tags and the Choices control (``choice="multiple"``: a multi-label project).
 
     Raises LabelConfigError for malformed XML, a DOCTYPE (entity expansion is never needed), no object tag
-    with a ``$data`` value, no Choices control, duplicate names, or choices without a value; and for a
-    multi-label control (``choice="multiple"``) unless ``allow_multiple``: the model learns one class per
-    task, so it would silently drop every other class an annotator chose.
+    with a ``$data`` value, no Choices control, duplicate names, or choices without a value.
     """
     if not isinstance(xml, str) or not xml.strip():
         raise LabelConfigError("label config is empty")
@@ -143,8 +164,4 @@ def parse_label_config(xml: str, control_name: str | None = None, *, allow_multi
         control = controls[0]
     if len(control.choices) < 2:
         raise LabelConfigError(f"Choices {control.name!r} needs at least 2 choices, has {len(control.choices)}")
-    if control.multiple and not allow_multiple:
-        raise LabelConfigError(f"Choices {control.name!r} has choice=\"multiple\": multi-label projects are not "
-                               "supported yet (the model learns one class per task and would drop the other "
-                               "chosen classes); use single choice, or a project with one class per task")
     return LabelConfig(tuple(objects), control, tuple(ignored))

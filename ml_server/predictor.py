@@ -28,10 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from backend.data import UNLABELED
 from ml_server.dataset import ModalitySpec, apply_scaling, build_task_dataset, no_usable_value, task_label
 from ml_server.fetch import Fetcher
-from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config
+from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, LoadedVersion
 from ml_server.scoring import LABELED_SCORE, batch_priority, calibrated_score
 
@@ -72,9 +71,13 @@ def is_labeled(task: Mapping[str, Any], config: LabelConfig | None) -> bool:
     return bool(task.get("is_labeled")) or total > 0
 
 
-def _region(config: LabelConfig, label: str) -> dict[str, Any]:
-    to_name = config.control.to_name or config.objects[0].name
-    return {"from_name": config.control.name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}
+def _result(config: LabelConfig, label: str | list[str]) -> list[dict[str, Any]]:
+    """The prediction's result: one ``choices`` region, or none when the label no longer fits the config
+    (a class renamed since the training) or is the empty set."""
+    labels = label if isinstance(label, list) else [label]
+    if not labels or not set(labels) <= set(config.class_names) or isinstance(label, list) != config.multi_label:
+        return []
+    return [config.choices_region(label)]
 
 
 def error_item(task: Mapping[str, Any], problems: list[str], version: str) -> dict[str, Any]:
@@ -124,7 +127,6 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
         config = parse_label_config(label_config or meta["label_config"], meta.get("control"))
     except LabelConfigError:
         config = parse_label_config(meta["label_config"], meta.get("control"))
-    valid = set(config.class_names)
     version = loaded.version
     out: list[dict[str, Any] | None] = [None] * len(tasks)
     todo: list[int] = []
@@ -134,7 +136,7 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
         ranked = loaded.ranking.get(tid) if isinstance(tid, int) else None
         if ranked is not None:
             label, score = ranked
-            out[i] = {"result": [_region(config, label)] if label in valid else [],
+            out[i] = {"result": _result(config, label),
                       "score": LABELED_SCORE if labeled else float(score), "model_version": version}
         else:
             todo.append(i)
@@ -147,14 +149,13 @@ def predict_tasks(project_id: int | None, tasks: list[Mapping[str, Any]], label_
                 continue
             label = labels[j]
             score = LABELED_SCORE if is_labeled(tasks[i], config) else float(scores[j])
-            out[i] = {"result": [_region(config, label)] if label in valid else [], "score": score,
-                      "model_version": version}
+            out[i] = {"result": _result(config, label), "score": score, "model_version": version}
     return [o for o in out if o is not None]
 
 
 def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: LoadedVersion,
                  fetcher_factory: Any, cache: Any,
-                 strategy_factory: Any) -> tuple[list[str], np.ndarray, dict[int, list[str]]]:
+                 strategy_factory: Any) -> tuple[list[str | list[str]], np.ndarray, dict[int, list[str]]]:
     meta = loaded.meta
     specs = [ModalitySpec.from_dict(d) for d in meta["modalities"]]
     model = loaded.model
@@ -174,8 +175,7 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
     ds = apply_scaling(td.dataset, meta.get("feature_scaling"))
     idx = np.arange(len(ds))
     pred = model.predict(ds, idx)
-    names = list(model.class_names)
-    labels = [names[int(k)] for k in pred.probs.argmax(dim=1).cpu().numpy()]
+    labels = predicted_labels(pred.probs, list(model.class_names), bool(getattr(model, "multi_label", False)))
     strategy = strategy_factory(meta)
     kind = meta.get("ranking_kind", "strategy")
     memo = _Memoized(model, ds, idx, pred)  # the strategy's score reuses this forward pass
@@ -184,7 +184,7 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
     except Exception as exc:  # never fail /predict over a score
         log.warning("priority failed (%s); using margin", exc)
         pri = batch_priority(strategy, memo, ds, idx, kind="margin")
-    assert ds.labels.shape[0] == len(tasks) and (ds.labels == UNLABELED).all()
+    assert ds.labels.shape[0] == len(tasks) and not ds.labeled_mask().any()
     return labels, calibrated_score(pri, loaded.calibration), td.problems
 
 

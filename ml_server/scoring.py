@@ -26,15 +26,19 @@ import torch
 
 from backend.data import MultimodalDataset, Pool
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryStrategy, ScoringStrategy
+from backend import heuristics
+from backend.strategies.base import QueryStrategy, ScoringStrategy, check_multi_label, is_multi_label
 
 LABELED_SCORE = 1.0
 
 
-def margin_priority(probs: torch.Tensor) -> np.ndarray:
-    """Fallback priority: 1 - (p_top1 - p_top2) in [0, 1] (higher = more uncertain = query sooner)."""
+def margin_priority(probs: torch.Tensor, multi_label: bool = False) -> np.ndarray:
+    """Fallback priority: 1 - (p_top1 - p_top2) in [0, 1] (higher = more uncertain = query sooner);
+    for per-class sigmoids (``multi_label``) 1 - min_c |2 p_c - 1|, the margin of the least certain class."""
     if probs.shape[0] == 0:
         return np.zeros(0)
+    if multi_label:
+        return (1.0 + heuristics.multilabel_margin(probs.float())).double().cpu().numpy()
     if probs.shape[1] < 2:
         return np.zeros(probs.shape[0])
     top2 = torch.topk(probs.float(), 2, dim=1).values
@@ -72,6 +76,7 @@ def rank_pool(strategy: QueryStrategy, model: ActiveModel, dataset: MultimodalDa
     unl = pool.unlabeled
     if unl.size == 0:
         return PoolRanking(np.zeros(0, dtype=np.int64), unl, np.zeros(0), "strategy")
+    check_multi_label(strategy, model)
     if isinstance(strategy, ScoringStrategy):
         pri = np.asarray(strategy.score(model, dataset, pool, seed=seed), dtype=np.float64)
         if pri.shape != unl.shape:
@@ -82,7 +87,7 @@ def rank_pool(strategy: QueryStrategy, model: ActiveModel, dataset: MultimodalDa
     result = strategy.query(model, dataset, pool, min(batch, unl.size), seed=seed)
     first = np.asarray(result.indices, dtype=np.int64)
     # the rest of the pool by margin: the one priority /predict can also compute for a new task
-    pri = margin_priority(model.predict(dataset, unl).probs)
+    pri = margin_priority(model.predict(dataset, unl).probs, is_multi_label(model))
     kind = "margin"
     rest_mask = ~np.isin(unl, first)
     rest = unl[rest_mask]
@@ -136,4 +141,4 @@ def batch_priority(strategy: QueryStrategy, model: ActiveModel, dataset: Multimo
             return np.array([lookup[int(i)] for i in idx])
         except Exception:  # a strategy may need more items than a batch has: fall back, never fail /predict
             pass
-    return margin_priority(model.predict(dataset, idx).probs)
+    return margin_priority(model.predict(dataset, idx).probs, is_multi_label(model))

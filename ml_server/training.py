@@ -34,7 +34,7 @@ import numpy as np
 from backend.data import DataError, Pool
 from connectors.labelstudio import LabelStudioConnector
 from ml_server.fetch import Fetcher, FetchPolicy
-from ml_server.label_config import LabelConfig, parse_label_config
+from ml_server.label_config import LabelConfig, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, ModelStore, version_name
 from ml_server.scoring import LABELED_SCORE
 from ml_server.settings import Settings
@@ -62,11 +62,11 @@ def make_fetcher(settings: Settings, ls_url: str | None, connector: LabelStudioC
                    cache_dir=settings.cache_dir / "fetched")
 
 
-def choices_result(config: LabelConfig, label: str) -> list[dict[str, Any]]:
-    """A Label Studio ``choices`` result region for one class."""
-    to_name = config.control.to_name or config.objects[0].name
-    return [{"from_name": config.control.name, "to_name": to_name, "type": "choices",
-             "value": {"choices": [label]}}]
+def choices_result(config: LabelConfig, label: str | list[str]) -> list[dict[str, Any]]:
+    """The Label Studio result for a predicted class (multi-label: a list of classes; none -> no region)."""
+    if isinstance(label, list) and not label:
+        return []
+    return [config.choices_region(label)]
 
 
 @dataclass
@@ -129,7 +129,7 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
     pool = Pool.from_labeled(len(ds), labeled)
     ranking = rank_pool(strategy, model, ds, pool, seed=settings.seed, batch=settings.query_batch)
     scores = ranking.scores()
-    predicted = model.predict(ds, np.arange(len(ds))).probs.argmax(dim=1).cpu().numpy()
+    predicted = predicted_labels(model.predict(ds, np.arange(len(ds))).probs, config.class_names, config.multi_label)
     timings["rank_s"] = time.time() - t3
 
     diagnostics = None
@@ -144,11 +144,12 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
             log.warning("project %s: diagnostics failed: %s", project_id, exc)
 
     version = store.new_version(project_id, tag=settings.strategy)
-    task_ranking: dict[int, tuple[str, float]] = {}
+    task_ranking: dict[int, tuple[str | list[str], float]] = {}
+    labeled_rows = set(labeled.tolist())
     predictions = []
     for i, tid in enumerate(td.task_ids.tolist()):
-        label = config.class_names[int(predicted[i])]
-        score = LABELED_SCORE if ds.labels[i] >= 0 else float(scores[i])
+        label = predicted[i]
+        score = LABELED_SCORE if i in labeled_rows else float(scores[i])
         task_ranking[tid] = (label, score)
         predictions.append({"task": tid, "result": choices_result(config, label), "score": score,
                             "model_version": version})
@@ -338,7 +339,6 @@ def cold_start_order(tasks: list[Mapping[str, Any]], label_config: str, settings
     :func:`backend.cold_start.coverage_order` on the features; ``random`` by a seeded hash of the id.
     """
     from backend.cold_start import coverage_features, coverage_order
-    from backend.data import UNLABELED
     from backend.encoders import FeatureCache
     from ml_server.dataset import build_task_dataset, modality_specs
     from ml_server.predictor import cold_start_score
@@ -349,8 +349,8 @@ def cold_start_order(tasks: list[Mapping[str, Any]], label_config: str, settings
     td = build_task_dataset(list(tasks), config, specs, fetcher, FeatureCache(settings.cache_dir))
     info: dict[str, Any] = {"featurize_s": time.time() - t1, "fetch_errors": td.fetch_errors}
     ds = td.dataset
-    labeled = np.flatnonzero(ds.labels != UNLABELED)
-    unl = np.flatnonzero(ds.labels == UNLABELED)
+    labeled = np.flatnonzero(ds.labeled_mask())
+    unl = np.flatnonzero(~ds.labeled_mask())
     t2 = time.time()
     if settings.cold_start == "coverage" and unl.size > 1:
         x = coverage_features({m: ds.modalities[m] for m in ds.modality_names}, ds.masks)

@@ -72,8 +72,14 @@ def is_multi_label(model: ActiveModel) -> bool:
 
 
 def check_multi_label(strategy: QueryStrategy, model: ActiveModel) -> None:
-    """Refuse a multi-label model for a strategy without a multi-label form (the message lists those that have one)."""
-    if is_multi_label(model) and not strategy.multi_label:
+    """Refuse a multi-label model for a strategy without a multi-label form (see :func:`require_multi_label`)."""
+    if is_multi_label(model):
+        require_multi_label(strategy)
+
+
+def require_multi_label(strategy: QueryStrategy) -> None:
+    """QueryError naming ``strategy`` (and those that have one) unless it has a multi-label form."""
+    if not strategy.multi_label:
         _load_builtin()
         ok = sorted(k for k, cls in _REGISTRY.items() if cls.multi_label)
         raise QueryError(f"strategy '{strategy.name}' has no multi-label form (its formula reads one class per "
