@@ -942,7 +942,7 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
     if own is None:
         full = _load_real(base, str(p["featurizers"]), p["views"], str(p["label"]), str(cache / "features"))
     else:
-        full = _load_own(json.dumps(own, sort_keys=True), str(p["featurizers"]), str(cache / "features"))
+        full = _load_own(json.dumps(own), str(p["featurizers"]), str(cache / "features"))
     names = full.modality_names
     c = full.n_classes
     # the split depends on (dataset, seed) only: every variant of the dataset shares it

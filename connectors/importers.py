@@ -72,7 +72,8 @@ class ColumnError(DataError):
 
     def __init__(self, source: str, columns: Sequence[str], reason: str, undeclared: bool = False) -> None:
         self.source, self.columns, self.reason, self.undeclared = source, list(columns), reason, undeclared
-        super().__init__(f"{source}: {reason}")
+        hint = "; declare it in modalities= or list it in ignore_fields=" if undeclared else ""
+        super().__init__(f"{source}: {reason}{hint}")
 
 
 # --------------------------------------------------------------------------------------------- values
@@ -234,10 +235,18 @@ def _looks_like_image(value: Any) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+
+
 def _looks_like_vector(value: Any) -> bool:
+    """A list, a vector-file path, or inline numbers as CSV cells hold them (``"0.1 0.2"``, ``"[1, 2]"``)."""
     if isinstance(value, list):
         return True
-    return isinstance(value, str) and value.strip().lower().endswith(VECTOR_EXTENSIONS)
+    if not isinstance(value, str):
+        return False
+    v = value.strip()
+    parts = [p for p in re.split(r"[\s,;]+", v.strip("[]() ")) if p]
+    return v.lower().endswith(VECTOR_EXTENSIONS) or (len(parts) >= 2 and all(re.fullmatch(_NUMBER, p) for p in parts))
 
 
 def _infer_kinds(rows: list[tuple[str, dict[str, Any]]], fields: list[str], source: str) -> dict[str, str]:
@@ -280,8 +289,8 @@ def _check_kinds(modalities: Mapping[str, str]) -> dict[str, str]:
 def _metadata_like(rows: list[tuple[str, dict[str, Any]]], f: str) -> str | None:
     """Why an inferred text column ``f`` looks like metadata rather than a modality (None: it does not)."""
     values = [str(row[f]).strip() for _, row in rows if f in row and not _is_absent(row[f])]
-    if values and all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", v) for v in values):
-        return "holds only numbers (a numeric column, not text)"
+    if values and all(re.fullmatch(_NUMBER, v) for v in values):
+        return "holds one number per row (a numeric column, not text)"
     distinct = len(set(values))
     if len(values) >= _CATEGORICAL_MIN_ROWS and distinct <= min(_CATEGORICAL_MAX, 0.2 * len(values)):
         return f"holds only {distinct} distinct values over {len(values)} rows (a category, not text)"
@@ -322,7 +331,7 @@ def plan_columns(rows: list[tuple[str, dict[str, Any]]], fields: Sequence[str], 
     for f, kind in kinds.items():
         why = _metadata_like(rows, f) if kind == "text" else None
         if why:
-            raise ColumnError(source, [f], f"column {f!r} {why}; declare the modalities or ignore it", undeclared=True)
+            raise ColumnError(source, [f], f"column {f!r} {why}", undeclared=True)
     return _check_kinds(kinds)
 
 
