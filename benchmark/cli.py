@@ -385,8 +385,9 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by
 def results_table(run_dir: Path) -> list[dict[str, Any]]:
     """One row per (scenario, strategy) of a finished run, the full-pool reference last per scenario.
 
-    Columns: final-budget accuracy and AUBC (mean and 95 % t half-width over seeds), the AUBC
-    difference to ``random`` paired by seed (mean and half-width), the final-round modality
+    Columns: final-budget accuracy and AUBC (mean and 95 % t interval over seeds, cut at [0, 1]:
+    :func:`benchmark.metrics.bounded_interval`), the AUBC difference to ``random`` paired by seed
+    (mean and 95 % t half-width), the final-round modality
     contribution shares, representation gaps and reliance gap (means over seeds) and the scenario's
     informativeness (estimated for real data).
     """
@@ -394,7 +395,7 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
 
     import numpy as np
 
-    from benchmark.metrics import aubc_table, t_interval
+    from benchmark.metrics import aubc_table, bounded_interval, t_interval
     from benchmark.runner import load_results
 
     df = load_results(run_dir)
@@ -405,6 +406,9 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
     def half(v: Any) -> tuple[float, float]:
         m, lo, hi = t_interval(v)
         return m, (hi - m) if np.isfinite(hi) else float("nan")
+
+    def band(v: Any) -> tuple[float, float, float]:
+        return bounded_interval(v)
 
     for ds in dict.fromkeys(df["dataset"]):
         d = df[df["dataset"] == ds]
@@ -417,14 +421,14 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
         last = d[d["strategy"] != "full_pool"].sort_values("round").groupby(["strategy", "seed"]).tail(1)
         for st in dict.fromkeys(t["strategy"]):
             ts = t[t["strategy"] == st]
-            acc, acc_h = half(ts["final_accuracy"])
-            au, au_h = half(ts["aubc"])
+            acc, acc_lo, acc_hi = band(ts["final_accuracy"])
+            au, au_lo, au_hi = band(ts["aubc"])
             diff = ts.set_index("seed")["aubc"] - base
             dm, dh = half(diff.dropna()) if st != "random" else (float("nan"), float("nan"))
             ls = last[last["strategy"] == st]
             rows.append({"scenario": ds, "strategy": st, "n_seeds": len(ts), "final_labels": float(ts["final_cost"].mean()),
-                         "final_acc": acc, "final_acc_ci": acc_h, "aubc": au, "aubc_ci": au_h,
-                         "d_aubc_vs_random": dm, "d_aubc_ci": dh,
+                         "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi,
+                         "aubc": au, "aubc_low": au_lo, "aubc_high": au_hi, "d_aubc_vs_random": dm, "d_aubc_ci": dh,
                          **{f"contribution:{m}": float(ls[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ls[f"representation_gap:{m}"].mean()) for m in mods},
                          "reliance_gap": float(ls["reliance_gap"].mean()),
@@ -432,10 +436,11 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
                          "informativeness_kind": kind})
         ref = d[d["strategy"] == "full_pool"]
         if len(ref):
-            acc, acc_h = half(ref["accuracy"])
+            acc, acc_lo, acc_hi = band(ref["accuracy"])
             rows.append({"scenario": ds, "strategy": "full_pool", "n_seeds": len(ref),
                          "final_labels": float(ref["cost"].mean()),
-                         "final_acc": acc, "final_acc_ci": acc_h, "aubc": float("nan"), "aubc_ci": float("nan"),
+                         "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi, "aubc": float("nan"),
+                         "aubc_low": float("nan"), "aubc_high": float("nan"),
                          "d_aubc_vs_random": float("nan"), "d_aubc_ci": float("nan"),
                          **{f"contribution:{m}": float(ref[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ref[f"representation_gap:{m}"].mean()) for m in mods},
@@ -453,6 +458,15 @@ def _pm(m: float, h: float, nd: int = 3) -> str:
     return f"{m:.{nd}f} ± {h:.{nd}f}" if math.isfinite(h) else f"{m:.{nd}f}"
 
 
+def _band(m: float, lo: float, hi: float, nd: int = 3) -> str:
+    """``mean [low, high]`` (an interval cut at [0, 1] is not symmetric, so no ±), or the mean alone."""
+    import math
+
+    if not math.isfinite(m):
+        return "–"
+    return f"{m:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]" if math.isfinite(lo) else f"{m:.{nd}f}"
+
+
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     """The :func:`results_table` rows as one Markdown table per scenario (what docs/ shows)."""
     out: list[str] = []
@@ -465,13 +479,14 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         out.append(f"### {ds}\n\nEach modality alone ({what}, mean over seeds): {info}. Final budget: "
                    f"{rs[0]['final_labels']:.0f} cost units (1 per label, initial set included). Contributions "
                    "and gaps: final round, mean over seeds.\n")
-        head = (["strategy", "final accuracy", "AUBC", "Δ AUBC vs random (paired)"] + [f"contribution {m}" for m in mods]
+        head = (["strategy", "final accuracy [95 % CI]", "AUBC [95 % CI]", "Δ AUBC vs random (paired)"] + [f"contribution {m}" for m in mods]
                 + [f"repr. gap {m}" for m in mods] + ["reliance gap"])
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in rs:
             name = "full pool (reference)" if r["strategy"] == "full_pool" else r["strategy"]
-            cells = [name, _pm(r["final_acc"], r["final_acc_ci"]), _pm(r["aubc"], r["aubc_ci"]),
+            cells = [name, _band(r["final_acc"], r["final_acc_low"], r["final_acc_high"]),
+                     _band(r["aubc"], r["aubc_low"], r["aubc_high"]),
                      _pm(r["d_aubc_vs_random"], r["d_aubc_ci"])] + [f"{r[f'contribution:{m}']:.2f}" for m in mods] \
                 + [f"{r[f'representation_gap:{m}']:+.3f}" for m in mods] + [f"{r['reliance_gap']:.3f}"]
             out.append("| " + " | ".join(cells) + " |")
@@ -537,7 +552,7 @@ def table_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by 
               fmt: str = typer.Option("markdown", "--format",
                                       help="markdown (one table per scenario), matrix (scenarios x strategies, "
                                            "mean AUBC, ours vs the best baseline) or csv")) -> None:
-    """Print per scenario and strategy: final accuracy and AUBC (mean ± 95 % t half-width over seeds),
+    """Print per scenario and strategy: final accuracy and AUBC (mean [95 % t interval over seeds, cut at [0, 1]]),
     the AUBC difference to random paired by seed, and the final modality contribution shares
     (``--format matrix``: one scenarios x strategies table of mean AUBC, as in the README)."""
     if fmt == "matrix":
