@@ -262,3 +262,29 @@ def test_help_lists_every_suite_and_the_listings_show_featurizers_and_strategy_p
     res = CliRunner().invoke(app, ["strategies"], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     assert "quota='auto'" in res.output and "n_samples=20" in res.output and "first='max_norm'" in res.output
+
+
+# ------------------------------------------------------------------ RQ fan-out
+def test_rq_workers_load_the_file_from_the_config_and_give_identical_results(tmp_path, cache, monkeypatch):
+    """Workers that do not get the driver's built scenario (as for a large dataset) read the file from
+    the path in the config, encode it into their own cache and compute the same numbers."""
+    import benchmark.runner as runner
+    from benchmark.suites import BenchmarkConfig
+    from tests.test_runner import REDIS_URL, _redis, _start_workers, _stop_workers
+
+    path = _jsonl(tmp_path / "data" / "mine.jsonl", _rows(tmp_path / "data", n=45))
+    res = _run(["--dataset", str(path), "--ignore-columns", "source", "--strategies", "random,margin",
+                "--out", str(tmp_path / "local"), "--no-report", *FAST])
+    assert res.exit_code == 0, res.output
+    cfg = BenchmarkConfig.from_dict(json.loads((tmp_path / "local" / "run.json").read_text())["config"])
+    conn = _redis()
+    conn.flushdb()
+    monkeypatch.setattr(runner, "SCENARIO_MAX_BYTES", 0)  # share nothing: every job builds from the config
+    workers = _start_workers(1, tmp_path / "worker-cache")
+    try:
+        queued = runner.run_benchmark(cfg, tmp_path / "rq", progress=False, queue=REDIS_URL, poll_s=0.2)
+    finally:
+        _stop_workers(workers)
+        conn.flushdb()
+    assert results_identical(pd.read_csv(tmp_path / "local" / "results.csv"), queued)
+    assert list((tmp_path / "worker-cache" / "features").rglob("*.feat"))  # the worker encoded the file itself
