@@ -258,9 +258,11 @@ def run(
     seeds: Optional[str] = typer.Option(None, help="Seeds: '0,1,2' or '0-4'."),
     rounds: Optional[int] = typer.Option(None, min=0, help="Most query rounds per cell."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Items queried per round."),
-    budget: Optional[float] = typer.Option(None, min=0.0, help="Query budget in oracle cost units (initial set not charged)."),
+    budget: Optional[float] = typer.Option(None, min=0.0,
+                                           help="Query budget in oracle cost units (initial set not charged)."),
     n_initial: Optional[int] = typer.Option(None, "--initial", min=1, help="Size of the random initial labelled set."),
-    items: Optional[int] = typer.Option(None, min=1, help="Pool size of every scenario (real datasets: a stratified cap)."),
+    items: Optional[int] = typer.Option(None, min=1,
+                                        help="Pool size of every scenario (real datasets: a stratified cap)."),
     label_noise: Optional[float] = typer.Option(None, "--label-noise", min=0.0, max=1.0,
                                                 help="Oracle label-noise rate in [0, 1]."),
     cost_per_modality: Optional[float] = typer.Option(None, "--cost-per-modality", min=0.0,
@@ -479,7 +481,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         out.append(f"### {ds}\n\nEach modality alone ({what}, mean over seeds): {info}. Final budget: "
                    f"{rs[0]['final_labels']:.0f} cost units (1 per label, initial set included). Contributions "
                    "and gaps: final round, mean over seeds.\n")
-        head = (["strategy", "final accuracy [95 % CI]", "AUBC [95 % CI]", "Δ AUBC vs random (paired)"] + [f"contribution {m}" for m in mods]
+        head = (["strategy", "final accuracy [95 % CI]", "AUBC [95 % CI]", "Δ AUBC vs random (paired)"]
+                + [f"contribution {m}" for m in mods]
                 + [f"repr. gap {m}" for m in mods] + ["reliance gap"])
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))

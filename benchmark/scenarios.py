@@ -773,7 +773,8 @@ def _own_spec(base: str, own: Any) -> dict[str, Any]:
     return spec
 
 
-def _split_by_column(full: MultimodalDataset, seed: int) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset]:
+def _split_by_column(full: MultimodalDataset,
+                     seed: int) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset]:
     """(pool, val, test) from the file's split column; no ``val`` rows: a stratified tenth of ``train``."""
     split_of = full.meta["split_of"]
     which = np.array([split_of[str(i)] for i in full.ids])

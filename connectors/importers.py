@@ -312,7 +312,8 @@ def plan_columns(rows: list[tuple[str, dict[str, Any]]], fields: Sequence[str], 
                                          f"{'reserved' if clash[0] in reserved else 'a declared modality'}")
     unknown = [f for f in ignore if f not in fields]
     if unknown:
-        raise ColumnError(source, unknown, f"ignored column {unknown[0]!r} appears in no row; columns are {list(fields)}")
+        raise ColumnError(source, unknown, f"ignored column {unknown[0]!r} appears in no row; "
+                                           f"columns are {list(fields)}")
     if modalities is not None:
         kinds = _check_kinds(modalities)
         bad = [m for m in kinds if m in reserved]
@@ -447,7 +448,8 @@ def _assemble(items: list[_Item], kinds: dict[str, str], res: _Resolver, class_n
         missing = np.flatnonzero(labels == UNLABELED)
         if missing.size:
             raise RowError(source, items[missing[0]].row, items[missing[0]].label_field,
-                           "every item needs a label here (as_oracle=True: the labels are the simulated oracle's answers); this one has none")
+                           "every item needs a label here (as_oracle=True: the labels are the simulated "
+                           "oracle's answers); this one has none")
         return MultimodalDataset(mods, np.full(len(items), UNLABELED, dtype=np.int64), names, masks, ids,
                                  true_labels=labels, meta=meta)
     return MultimodalDataset(mods, labels, names, masks, ids, meta=meta)
@@ -470,7 +472,8 @@ def manifest_fields(path: str | os.PathLike[str], format: str | None = None) -> 
 
 
 def _manifest_format(p: Path, format: str | None) -> str:
-    fmt = format or {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}.get(p.suffix.lower())
+    suffixes = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+    fmt = format or suffixes.get(p.suffix.lower())
     if fmt not in ("jsonl", "json", "csv", "tsv"):
         raise DataError(f"{p}: unknown manifest format {p.suffix!r}; use .jsonl, .json, .csv or .tsv (or format=)")
     return fmt
@@ -548,7 +551,8 @@ def load_manifest(path: str | os.PathLike[str], *, modalities: Mapping[str, str]
     reserved ones (id, label, ``split_field``) and ``ignore_fields`` is a modality and its kind is inferred
     (image file/URL extensions, lists or ``.npy``/``.txt``/``.csv`` paths for vectors, else text); any other
     column raises :class:`ColumnError` (:func:`plan_columns`). A ``split_field`` column (default ``split``)
-    fixes each item's split: ``meta["split_of"]`` maps item id -> train / val / test. Relative paths are relative to ``base_dir`` (default: the
+    fixes each item's split: ``meta["split_of"]`` maps item id -> train / val / test. Relative paths are
+    relative to ``base_dir`` (default: the
     manifest's folder). Remote image URLs need ``url_map`` (prefix -> local folder or other URL) or
     ``fetch_urls=True``. Empty labels are UNLABELED; ``class_names`` fixes the classes and their order
     (default: sorted labels seen). ``as_oracle=True`` puts the labels into ``true_labels`` and leaves
@@ -635,7 +639,8 @@ def load_label_studio_export(source: str | os.PathLike[str] | list[dict[str, Any
 
     Modalities come from each task's ``data`` (``modalities`` maps key -> kind, else every key is one,
     kind inferred as in :func:`load_manifest`; the reserved keys ``id``, ``label`` and ``split_field`` are
-    never modalities, other keys are declared, in ``ignore_fields`` or a :class:`ColumnError`). The label is the ``choices`` result of control
+    never modalities, other keys are declared, in ``ignore_fields`` or a :class:`ColumnError`). The label is
+    the ``choices`` result of control
     ``from_name`` (default: the only choices control used in the export): the ground-truth annotation
     if one is marked, else the most recently updated non-cancelled one. Annotations that disagree are
     listed in ``meta["label_conflicts"]`` (``on_conflict="error"`` makes them an error). Tasks without

@@ -101,7 +101,8 @@ def load_own_data(spec: Mapping[str, Any]) -> MultimodalDataset:
         raise DataError(f"{p}: no such file (a worker on another machine needs the same path)")
     digest = _sha256(p)
     if digest != spec["sha256"]:
-        raise DataError(f"{p} changed since the run was configured (sha256 {digest[:12]} != {str(spec['sha256'])[:12]}); "
+        raise DataError(f"{p} changed since the run was configured (sha256 {digest[:12]} != "
+                        f"{str(spec['sha256'])[:12]}); "
                         "start a new --out folder to benchmark the new version")
     ds = _read(p, str(spec["format"]), dict(spec["modalities"]), list(spec.get("ignore_columns") or []))
     ds.meta["dataset"] = p.name
