@@ -409,9 +409,6 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
         m, lo, hi = t_interval(v)
         return m, (hi - m) if np.isfinite(hi) else float("nan")
 
-    def band(v: Any) -> tuple[float, float, float]:
-        return bounded_interval(v)
-
     for ds in dict.fromkeys(df["dataset"]):
         d = df[df["dataset"] == ds]
         mods = [c.split(":", 1)[1] for c in d.columns if c.startswith("contribution:") and d[c].notna().any()]
@@ -423,8 +420,8 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
         last = d[d["strategy"] != "full_pool"].sort_values("round").groupby(["strategy", "seed"]).tail(1)
         for st in dict.fromkeys(t["strategy"]):
             ts = t[t["strategy"] == st]
-            acc, acc_lo, acc_hi = band(ts["final_accuracy"])
-            au, au_lo, au_hi = band(ts["aubc"])
+            acc, acc_lo, acc_hi = bounded_interval(ts["final_accuracy"])
+            au, au_lo, au_hi = bounded_interval(ts["aubc"])
             diff = ts.set_index("seed")["aubc"] - base
             dm, dh = half(diff.dropna()) if st != "random" else (float("nan"), float("nan"))
             ls = last[last["strategy"] == st]
@@ -438,7 +435,7 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
                          "informativeness_kind": kind})
         ref = d[d["strategy"] == "full_pool"]
         if len(ref):
-            acc, acc_lo, acc_hi = band(ref["accuracy"])
+            acc, acc_lo, acc_hi = bounded_interval(ref["accuracy"])
             rows.append({"scenario": ds, "strategy": "full_pool", "n_seeds": len(ref),
                          "final_labels": float(ref["cost"].mean()),
                          "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi, "aubc": float("nan"),

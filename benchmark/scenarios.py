@@ -901,14 +901,16 @@ def _positive_int(key: str, v: Any) -> int:
 
 def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = None,
                        train: TrainConfig | None = None, **params: Any) -> Scenario:
-    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat``, optionally ``+missing_{mcar,mnar}_<pct>``.
+    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat`` or an own file (``mine.jsonl``, described
+    by the ``own_data`` parameter), optionally ``+missing_{mcar,mnar}_<pct>``.
 
     - Features come through the on-disk feature cache (:func:`real_cache_dir`), so only the first
       build encodes anything; ``featurizers`` is ``"simple"`` (default; fast) or ``"pretrained"``.
     - The pool / val / test split is stratified and fixed per (dataset, seed): ``emoji`` and
       ``emoji+missing_mnar_30`` share it, so only the missingness differs. ``val_size`` / ``test_size``
-      set the split (defaults in :data:`REAL_DATASETS`), ``n_items`` (when given) caps the pool with a
-      stratified subsample; the other synthetic parameters (dims, n_test, noise, ...) do not apply and
+      set the split (defaults in :data:`REAL_DATASETS`; own files: a tenth and a fifth, or the file's
+      ``split`` column when it has one, then ``val_size`` / ``test_size`` do not apply), ``n_items``
+      (when given) caps the pool with a stratified subsample; the other synthetic parameters (dims, n_test, noise, ...) do not apply and
       are ignored.
     - Missing modalities are injected into every split exactly as in the synthetic scenarios
       (``missing``, ``missing_rate``, ``missing_modalities``, ``mnar_strength``): each item keeps at

@@ -42,13 +42,12 @@ import numpy as np
 from backend.data import UNLABELED, DataError, MultimodalDataset
 
 __all__ = ["load_manifest", "load_label_studio_export", "choices_from_label_config", "RowError", "ColumnError",
-           "plan_columns", "manifest_fields", "MODALITY_KINDS", "IMAGE_EXTENSIONS", "RESERVED_FIELDS", "SPLIT_VALUES"]
+           "plan_columns", "MODALITY_KINDS", "IMAGE_EXTENSIONS", "SPLIT_VALUES"]
 
 MODALITY_KINDS = ("image", "text", "vector")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 VECTOR_EXTENSIONS = (".npy", ".txt", ".csv")
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
-RESERVED_FIELDS = ("id", "label", "split")  # never modalities: the item id, its class, its fixed split
 SPLIT_VALUES = ("train", "val", "test")
 # an inferred text "modality" with at most this many distinct values (and few per row) is metadata
 _CATEGORICAL_MAX = 10
@@ -462,15 +461,6 @@ def _resolver(source: str, base_dir: Any, default_dir: Path, url_map: Mapping[st
 
 
 # --------------------------------------------------------------------------------------------- manifest
-def manifest_fields(path: str | os.PathLike[str], format: str | None = None) -> list[str]:
-    """Every field (column) of a manifest, in first-seen order: what ``--modalities`` can name."""
-    p = Path(path)
-    fields: list[str] = []
-    for _, row in _manifest_rows(p, _manifest_format(p, format)):
-        fields.extend(k for k in row if k not in fields)
-    return fields
-
-
 def _manifest_format(p: Path, format: str | None) -> str:
     suffixes = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
     fmt = format or suffixes.get(p.suffix.lower())

@@ -40,12 +40,12 @@ def _params_text(cls: type) -> str:
 @app.command()
 def strategies() -> None:
     """List every registered query strategy: description and parameters (set them as 'name(key=value)')."""
-    from backend.strategies.base import _REGISTRY, list_strategies
+    from backend.strategies.base import list_strategies, strategy_class
 
     table = Table("strategy", "description", "parameters (defaults)", title="query strategies "
                   "(variants: --strategies 'name(key=value)')")
     for name, description in list_strategies().items():
-        table.add_row(name, description, _params_text(_REGISTRY[name]))
+        table.add_row(name, description, _params_text(strategy_class(name)))
     Console().print(table)
 
 
@@ -57,7 +57,7 @@ def featurizer_rows() -> list[dict[str, str]]:
     rows = []
     for name in list_featurizers():
         cls = featurizer_class(name)
-        pretrained = getattr(cls, "weights_hash") is not getattr(Featurizer, "weights_hash")
+        pretrained = cls.weights_hash is not Featurizer.weights_hash  # overridden: it has weights to digest
         rows.append({"name": name, "kind": cls.kind, "pretrained": "yes" if pretrained else "no",
                      "params": _params_text(cls), "description": cls.description})
     return rows
