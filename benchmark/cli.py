@@ -580,6 +580,8 @@ def scenarios_cmd() -> None:
     table = Table("scenario", "what it isolates", title="benchmark scenarios (real ones: --dataset)")
     for name, desc in list_scenarios(real=True).items():
         table.add_row(name, desc)
+    table.add_row("PATH.jsonl|.csv|.tsv|.json", "your own manifest or Label Studio export (--dataset PATH; "
+                  "--modalities, --ignore-columns), optionally +missing_mcar_<pct> / +missing_mnar_<pct>")
     Console().print(table)
 
 

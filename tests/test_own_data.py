@@ -253,6 +253,8 @@ def test_help_lists_every_suite_and_the_listings_show_featurizers_and_strategy_p
     text = " ".join(res.output.replace("│", " ").split())
     for name in SUITES:
         assert f"{name} (" in text, name
+    res = CliRunner().invoke(app, ["benchmark", "scenarios"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "PATH.jsonl" in res.output and "--ignore-columns" in res.output
     res = CliRunner().invoke(app, ["featurizers"], env={"COLUMNS": "300"})
     assert res.exit_code == 0, res.output
     line = {ln.split("│")[1].strip(): ln for ln in res.output.splitlines() if ln.count("│") > 4}
