@@ -3,7 +3,10 @@
 Thin layer over :mod:`benchmark.runner` and :mod:`benchmark.report`: a suite gives the defaults,
 flags change single fields, and the resulting config is what run.json records and resume checks.
 ``--dataset emoji,mfeat`` adds real datasets as scenarios (``--missing-rate 0,0.3 --missing mnar`` also
-adds their variants with injected missing modalities), in the same results table and report.
+adds their variants with injected missing modalities), in the same results table and report; so does
+``--dataset mine.jsonl`` for a researcher's own manifest or Label Studio export (columns strict:
+``--modalities`` / ``--ignore-columns``; see :mod:`connectors.own_data`). Bad flag values end with one
+line and exit status 2 (:mod:`mmal.usage`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,42 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 
+from mmal.usage import OneLineErrors, bad_value
+
 app = typer.Typer(help="Simulated-oracle benchmark of multimodal active learning.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+                  pretty_exceptions_show_locals=False, cls=OneLineErrors)
+
+# what `--suite` accepts, for its help text (benchmark.suites imports torch; a test keeps the two in step)
+SUITE_HELP = ("smoke (CI, < 1 min), quick (< 5 min), modality (the modality-aware study, 8 seeds), modality_tuned "
+              "(the same, recipe chosen on validation data), ablation (reducible_margin one component at a time), "
+              "paper (everything, 5 seeds).")
+RESERVED_HELP = "id, label, split"
 
 
-def _split(value: Optional[str]) -> Optional[list[str]]:
+def _split(value: Optional[str], flag: str = "value") -> Optional[list[str]]:
     if value is None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
-        raise typer.BadParameter("needs at least one comma-separated name")
+        bad_value(flag, value, "needs at least one comma-separated name")
     return items
+
+
+def parse_modalities(value: Optional[str]) -> Optional[dict[str, str]]:
+    """``--modalities photo=image,caption=text,emb=vector`` -> {column: kind}."""
+    from connectors.importers import MODALITY_KINDS
+
+    if value is None:
+        return None
+    out: dict[str, str] = {}
+    for item in _split(value, "--modalities") or []:
+        name, sep, kind = (x.strip() for x in item.partition("="))
+        if not sep or not name or kind not in MODALITY_KINDS:
+            bad_value("--modalities", item, f"expected COLUMN=KIND with KIND one of {', '.join(MODALITY_KINDS)}")
+        if name in out:
+            bad_value("--modalities", item, f"column {name!r} is declared twice")
+        out[name] = kind
+    return out
 
 
 def _seeds(value: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -37,7 +65,7 @@ def _seeds(value: Optional[str]) -> Optional[tuple[int, ...]]:
             return tuple(range(int(a), int(b) + 1))
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise typer.BadParameter(f"seeds must look like '0,1,2' or '0-4', got {value!r}") from None
+        bad_value("--seeds", value, "must look like '0,1,2' or '0-4' (non-negative integers)")
 
 
 def _rates(value: Optional[str]) -> list[int]:
@@ -51,14 +79,14 @@ def _rates(value: Optional[str]) -> list[int]:
         try:
             r = float(v)
         except ValueError:
-            raise typer.BadParameter(f"missing rates must be numbers in [0, 1), got {v!r}") from None
+            bad_value("--missing-rate", v, "rates must be numbers in [0, 1), e.g. '0.3' or '0,0.3'")
         pct = round(r * 100)
         if not 0.0 <= r < 1.0 or abs(pct - r * 100) > 1e-6:
-            raise typer.BadParameter(f"missing rate {v!r} must be in [0, 1) in whole percents (e.g. 0.3)")
+            bad_value("--missing-rate", v, "a rate must be in [0, 1) in whole percents (e.g. 0.3)")
         if pct not in out:
             out.append(pct)
     if not out:
-        raise typer.BadParameter("--missing-rate needs at least one rate")
+        bad_value("--missing-rate", value, "needs at least one rate")
     return out
 
 
@@ -67,22 +95,76 @@ def real_scenarios(datasets: Sequence[str], rates: Sequence[int], kind: str) -> 
 
     A value may already carry a modifier (``emoji+missing_mnar_30``); it is then used as written.
     """
+    return resolve_datasets(datasets, rates, kind)[0]
+
+
+def _file_and_modifiers(value: str) -> tuple[Path, str] | None:
+    """``mine.jsonl`` or ``mine.jsonl+missing_mcar_30`` -> (the existing file, the modifiers after it)."""
+    parts = value.split("+")
+    for k in range(len(parts), 0, -1):
+        p = Path("+".join(parts[:k])).expanduser()
+        if p.is_file():
+            return p, "+".join(parts[k:])
+    return None
+
+
+def resolve_datasets(datasets: Sequence[str], rates: Sequence[int], kind: str,
+                     modalities: Optional[dict[str, str]] = None,
+                     ignore_columns: Sequence[str] = ()) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Scenario names for ``--dataset`` values, and the spec of every own data file among them.
+
+    A value is a registered dataset (``emoji``, ``mfeat``) or the path of a manifest / Label Studio
+    export; its scenario is named after the file (``mine.jsonl``) and the spec (absolute path, sha256,
+    columns) travels in the config's ``own_data`` parameter, so every worker loads the same data.
+    Every bad value is a one-line usage error naming the flag.
+    """
     from backend.data import DataError
     from benchmark.scenarios import REAL_DATASETS, parse_name
+    from connectors.importers import ColumnError
+    from connectors.own_data import OWN_DATA_SUFFIXES, describe_own_data
 
     if kind not in ("mcar", "mnar"):
-        raise typer.BadParameter(f"--missing must be 'mcar' or 'mnar', got {kind!r}")
+        bad_value("--missing", kind, "must be 'mcar' (at random) or 'mnar' (depending on the class)")
     names: list[str] = []
+    own: dict[str, dict[str, Any]] = {}
     for d in datasets:
-        if d.split("+")[0].strip() not in REAL_DATASETS:
-            raise typer.BadParameter(f"--dataset {d!r}: not a real dataset; known: {', '.join(REAL_DATASETS)}")
+        if d.split("+")[0].strip() in REAL_DATASETS:
+            name = d
+        else:
+            found = _file_and_modifiers(d)
+            if found is None:
+                looks = d.split("+")[0].lower().endswith(OWN_DATA_SUFFIXES)
+                bad_value("--dataset", d, ("no such file" if looks else "not a real dataset or a data file")
+                          + f"; known: {', '.join(REAL_DATASETS)}, or the path of a "
+                          f"{'/'.join(OWN_DATA_SUFFIXES)} manifest or Label Studio export")
+            path, mods = found
+            try:
+                spec = describe_own_data(path, modalities, ignore_columns)
+            except ColumnError as e:
+                hint = ""
+                if e.undeclared:
+                    col = e.columns[0]
+                    hint = (f"; declare it with --modalities {col}=image|text|vector (with the other modalities) "
+                            f"or drop it with --ignore-columns {col}")
+                bad_value("--dataset", d, f"{e.reason}{hint} (reserved columns: {RESERVED_HELP})")
+            except DataError as e:
+                bad_value("--dataset", d, str(e))
+            prev = own.get(spec["name"])
+            if prev is not None and prev["path"] != spec["path"]:
+                bad_value("--dataset", d, f"another --dataset file is also named {spec['name']!r} "
+                                          f"({prev['path']}); scenarios are named after files: rename one")
+            own[spec["name"]] = spec
+            name = spec["name"] + (f"+{mods}" if mods else "")
         try:
-            _, over = parse_name(d)
+            _, over = parse_name(name)
         except DataError as e:
-            raise typer.BadParameter(str(e)) from None
-        variants = [d] if over else [d if pct == 0 else f"{d}+missing_{kind}_{pct}" for pct in rates]
+            bad_value("--dataset", d, str(e))
+        variants = [name] if over else [name if pct == 0 else f"{name}+missing_{kind}_{pct}" for pct in rates]
         names += [v for v in variants if v not in names]
-    return names
+    if (modalities is not None or ignore_columns) and not own:
+        bad_value("--modalities" if modalities is not None else "--ignore-columns",
+                  ",".join(modalities or ignore_columns), "applies to --dataset data files only")
+    return names, own
 
 
 def _build_one(name: str, seed: int, params: dict[str, Any]) -> str:
@@ -149,58 +231,88 @@ def parse_train_settings(items: Sequence[str]) -> dict[str, Any]:
 
 @app.command()
 def run(
-    suite: str = typer.Option("quick", "--suite", help="smoke (CI, < 1 min), quick (< 5 min), paper (everything, 5 seeds)."),
+    suite: str = typer.Option("quick", "--suite", help=SUITE_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder: results.csv, run.json, cells/, report. Reusing it resumes."),
     scenarios: Optional[str] = typer.Option(None, help="Comma-separated scenarios (see `mmal benchmark scenarios`)."),
-    dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Real dataset(s) replayed with the simulated "
-                                                "oracle: emoji, mfeat (repeatable or comma-separated). Alone they "
-                                                "replace the suite's scenarios; with --scenarios they are added."),
+    dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Real data replayed with the simulated "
+                                                "oracle: emoji, mfeat, or the path of your own JSONL/CSV/TSV/JSON "
+                                                "manifest or Label Studio JSON export (repeatable or comma-separated; "
+                                                "several mix in one run). Alone they replace the suite's "
+                                                "scenarios; with --scenarios they are added."),
+    modalities: Optional[str] = typer.Option(None, "--modalities", help="Data files: the modality columns and "
+                                             "kinds, e.g. 'photo=image,caption=text,emb=vector' (kinds: image, "
+                                             "text, vector). Default: inferred from every column that is not "
+                                             f"reserved ({RESERVED_HELP}) or ignored; any other column stops the run."),
+    ignore_columns: Optional[str] = typer.Option(None, "--ignore-columns", help="Data files: columns to leave "
+                                                 "out, e.g. 'source,annotator'."),
     missing_rate: Optional[str] = typer.Option(None, "--missing-rate", help="With --dataset: inject missing "
                                                "modalities at these rates, e.g. '0.3' or '0,0.3' (0 = as is)."),
     missing: str = typer.Option("mcar", "--missing", help="With --missing-rate: 'mcar' (at random) or 'mnar' "
                                 "(the rate depends on the class)."),
-    featurizers: Optional[str] = typer.Option(None, "--featurizers", help="Real image/text data: 'simple' (pixels, "
-                                              "tokens; default) or 'pretrained' (EfficientNet-Lite0, MiniLM)."),
+    featurizers: Optional[str] = typer.Option(None, "--featurizers", help="Image/text data (emoji, your files): "
+                                              "'pretrained' (EfficientNet-Lite0, MiniLM; default) or 'simple' "
+                                              "(pixels, tokens: fast, weaker). See `mmal featurizers`."),
     views: Optional[str] = typer.Option(None, "--views", help="mfeat views, e.g. 'fou,kar' (default) or 'fac,pix'."),
-    strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies, or 'all'."),
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies or specs such as "
+                                             "'reducible_margin(quota=0)', or 'all' (see `mmal strategies`)."),
     seeds: Optional[str] = typer.Option(None, help="Seeds: '0,1,2' or '0-4'."),
-    rounds: Optional[int] = typer.Option(None, help="Most query rounds per cell."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items queried per round."),
-    budget: Optional[float] = typer.Option(None, help="Query budget in oracle cost units (initial set not charged)."),
-    n_initial: Optional[int] = typer.Option(None, "--initial", help="Size of the random initial labelled set."),
-    items: Optional[int] = typer.Option(None, help="Pool size of every scenario (real datasets: a stratified cap)."),
-    label_noise: Optional[float] = typer.Option(None, "--label-noise", help="Oracle label-noise rate."),
-    cost_per_modality: Optional[float] = typer.Option(None, "--cost-per-modality",
+    rounds: Optional[int] = typer.Option(None, min=0, help="Most query rounds per cell."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Items queried per round."),
+    budget: Optional[float] = typer.Option(None, min=0.0,
+                                           help="Query budget in oracle cost units (initial set not charged)."),
+    n_initial: Optional[int] = typer.Option(None, "--initial", min=1, help="Size of the random initial labelled set."),
+    items: Optional[int] = typer.Option(None, min=1,
+                                        help="Pool size of every scenario (real datasets: a stratified cap)."),
+    label_noise: Optional[float] = typer.Option(None, "--label-noise", min=0.0, max=1.0,
+                                                help="Oracle label-noise rate in [0, 1]."),
+    cost_per_modality: Optional[float] = typer.Option(None, "--cost-per-modality", min=0.0,
                                                       help="Extra oracle cost per present modality."),
     train: Optional[List[str]] = typer.Option(None, "--train", help="KEY=VALUE training setting for every strategy "
                                               "(repeatable), e.g. modality_balance=mmpareto, epochs=150; a suite's "
                                               "recipe candidates still apply on top."),
     queue: Optional[str] = typer.Option(None, "--queue", help="redis://HOST:PORT/DB: run every cell as an RQ job "
                                                               "executed by `mmal worker` processes."),
-    workers: int = typer.Option(1, help="In-process mode only: local worker processes (1 = this process)."),
+    workers: int = typer.Option(1, min=1, help="In-process mode only: local worker processes (1 = this process)."),
     report: bool = typer.Option(True, help="Write the report when the run completes."),
     progress: bool = typer.Option(True, help="Show a progress bar with cells done and ETA."),
 ) -> None:
     """Run (or resume) a benchmark suite into OUT."""
     from dataclasses import replace
 
+    from backend.data import DataError
     from benchmark.report import build_report
     from benchmark.runner import run_benchmark
-    from benchmark.suites import get_suite
+    from benchmark.scenarios import FEATURIZER_PRESETS
+    from benchmark.suites import SUITES, get_suite, resolve_strategies
 
+    if suite not in SUITES:
+        bad_value("--suite", suite, f"known suites: {', '.join(SUITES)}")
     cfg = get_suite(suite)
     changes: dict = {}
     if scenarios is not None:
-        changes["scenarios"] = tuple(_split(scenarios) or ())
+        from benchmark.scenarios import parse_name
+
+        changes["scenarios"] = tuple(_split(scenarios, "--scenarios") or ())
+        for sc in changes["scenarios"]:
+            try:
+                parse_name(sc)
+            except DataError as e:
+                bad_value("--scenarios", sc, str(e))
     if missing_rate is not None and not dataset:
-        raise typer.BadParameter("--missing-rate applies to --dataset scenarios (synthetic ones take e.g. "
-                                 "'balanced+missing_mcar_30')")
+        bad_value("--missing-rate", missing_rate, "applies to --dataset scenarios (synthetic ones take e.g. "
+                                                  "'balanced+missing_mcar_30')")
+    own: dict[str, dict[str, Any]] = {}
     if dataset:
-        real = real_scenarios([d for v in dataset for d in (_split(v) or [])], _rates(missing_rate), missing)
+        ignore = _split(ignore_columns, "--ignore-columns") or []
+        real, own = resolve_datasets([d for v in dataset for d in (_split(v, "--dataset") or [])], _rates(missing_rate),
+                                     missing, parse_modalities(modalities), ignore)
         base = list(changes.get("scenarios", ())) if scenarios is not None else []
         changes["scenarios"] = tuple(base + [r for r in real if r not in base])
+    elif modalities is not None or ignore_columns is not None:
+        bad_value("--modalities" if modalities is not None else "--ignore-columns", modalities or ignore_columns,
+                  "applies to --dataset data files only")
     if strategies is not None:
-        changes["strategies"] = tuple(_split(strategies) or ())
+        changes["strategies"] = tuple(_split(strategies, "--strategies") or ())
     if seeds is not None:
         changes["seeds"] = _seeds(seeds)
     if rounds is not None:
@@ -214,12 +326,21 @@ def run(
     params = dict(cfg.scenario_params)
     if items is not None:
         params["n_items"] = items
-    if featurizers is not None:
-        if featurizers not in ("simple", "pretrained"):
-            raise typer.BadParameter(f"--featurizers must be 'simple' or 'pretrained', got {featurizers!r}")
+    if featurizers is not None and featurizers not in FEATURIZER_PRESETS:
+        bad_value("--featurizers", featurizers, f"must be one of {', '.join(FEATURIZER_PRESETS)}")
+    if dataset:  # recorded in the config either way: which features a real-data run used is part of its result
+        params["featurizers"] = featurizers or "pretrained"
+    elif featurizers is not None:
         params["featurizers"] = featurizers
+    if own:
+        params["own_data"] = own
     if views is not None:
-        params["views"] = list(_split(views) or [])
+        from connectors.datasets.mfeat import VIEWS
+
+        params["views"] = list(_split(views, "--views") or [])
+        unknown = [v for v in params["views"] if v not in VIEWS]
+        if unknown or len(params["views"]) < 2 or len(set(params["views"])) != len(params["views"]):
+            bad_value("--views", views, f"2 to {len(VIEWS)} distinct mfeat views of {', '.join(VIEWS)}")
     if params != cfg.scenario_params:
         changes["scenario_params"] = params
     if train:
@@ -229,7 +350,16 @@ def run(
         changes["oracle"] = replace(o, **({"noise_rate": label_noise} if label_noise is not None else {}),
                                     **({"cost_per_modality": cost_per_modality} if cost_per_modality is not None else {}))
     if changes:
-        cfg = cfg.with_(**changes)
+        try:
+            cfg = cfg.with_(**changes)
+        except DataError as e:
+            raise typer.BadParameter(f"the flags give an invalid run: {e}") from None
+    if strategies is not None:
+        for st in changes["strategies"]:
+            try:
+                resolve_strategies(cfg.with_(strategies=(st,)))
+            except DataError as e:
+                bad_value("--strategies", st, f"{e} (parameters: `mmal strategies`)")
     t0 = time.perf_counter()
     from benchmark.scenarios import is_real
 
@@ -257,8 +387,9 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by
 def results_table(run_dir: Path) -> list[dict[str, Any]]:
     """One row per (scenario, strategy) of a finished run, the full-pool reference last per scenario.
 
-    Columns: final-budget accuracy and AUBC (mean and 95 % t half-width over seeds), the AUBC
-    difference to ``random`` paired by seed (mean and half-width), the final-round modality
+    Columns: final-budget accuracy and AUBC (mean and 95 % t interval over seeds, cut at [0, 1]:
+    :func:`benchmark.metrics.bounded_interval`), the AUBC difference to ``random`` paired by seed
+    (mean and 95 % t half-width), the final-round modality
     contribution shares, representation gaps and reliance gap (means over seeds) and the scenario's
     informativeness (estimated for real data).
     """
@@ -266,7 +397,7 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
 
     import numpy as np
 
-    from benchmark.metrics import aubc_table, t_interval
+    from benchmark.metrics import aubc_table, bounded_interval, t_interval
     from benchmark.runner import load_results
 
     df = load_results(run_dir)
@@ -289,14 +420,14 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
         last = d[d["strategy"] != "full_pool"].sort_values("round").groupby(["strategy", "seed"]).tail(1)
         for st in dict.fromkeys(t["strategy"]):
             ts = t[t["strategy"] == st]
-            acc, acc_h = half(ts["final_accuracy"])
-            au, au_h = half(ts["aubc"])
+            acc, acc_lo, acc_hi = bounded_interval(ts["final_accuracy"])
+            au, au_lo, au_hi = bounded_interval(ts["aubc"])
             diff = ts.set_index("seed")["aubc"] - base
             dm, dh = half(diff.dropna()) if st != "random" else (float("nan"), float("nan"))
             ls = last[last["strategy"] == st]
             rows.append({"scenario": ds, "strategy": st, "n_seeds": len(ts), "final_labels": float(ts["final_cost"].mean()),
-                         "final_acc": acc, "final_acc_ci": acc_h, "aubc": au, "aubc_ci": au_h,
-                         "d_aubc_vs_random": dm, "d_aubc_ci": dh,
+                         "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi,
+                         "aubc": au, "aubc_low": au_lo, "aubc_high": au_hi, "d_aubc_vs_random": dm, "d_aubc_ci": dh,
                          **{f"contribution:{m}": float(ls[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ls[f"representation_gap:{m}"].mean()) for m in mods},
                          "reliance_gap": float(ls["reliance_gap"].mean()),
@@ -304,10 +435,11 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
                          "informativeness_kind": kind})
         ref = d[d["strategy"] == "full_pool"]
         if len(ref):
-            acc, acc_h = half(ref["accuracy"])
+            acc, acc_lo, acc_hi = bounded_interval(ref["accuracy"])
             rows.append({"scenario": ds, "strategy": "full_pool", "n_seeds": len(ref),
                          "final_labels": float(ref["cost"].mean()),
-                         "final_acc": acc, "final_acc_ci": acc_h, "aubc": float("nan"), "aubc_ci": float("nan"),
+                         "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi, "aubc": float("nan"),
+                         "aubc_low": float("nan"), "aubc_high": float("nan"),
                          "d_aubc_vs_random": float("nan"), "d_aubc_ci": float("nan"),
                          **{f"contribution:{m}": float(ref[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ref[f"representation_gap:{m}"].mean()) for m in mods},
@@ -325,6 +457,15 @@ def _pm(m: float, h: float, nd: int = 3) -> str:
     return f"{m:.{nd}f} ± {h:.{nd}f}" if math.isfinite(h) else f"{m:.{nd}f}"
 
 
+def _band(m: float, lo: float, hi: float, nd: int = 3) -> str:
+    """``mean [low, high]`` (an interval cut at [0, 1] is not symmetric, so no ±), or the mean alone."""
+    import math
+
+    if not math.isfinite(m):
+        return "–"
+    return f"{m:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]" if math.isfinite(lo) else f"{m:.{nd}f}"
+
+
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     """The :func:`results_table` rows as one Markdown table per scenario (what docs/ shows)."""
     out: list[str] = []
@@ -337,13 +478,15 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         out.append(f"### {ds}\n\nEach modality alone ({what}, mean over seeds): {info}. Final budget: "
                    f"{rs[0]['final_labels']:.0f} cost units (1 per label, initial set included). Contributions "
                    "and gaps: final round, mean over seeds.\n")
-        head = (["strategy", "final accuracy", "AUBC", "Δ AUBC vs random (paired)"] + [f"contribution {m}" for m in mods]
+        head = (["strategy", "final accuracy [95 % CI]", "AUBC [95 % CI]", "Δ AUBC vs random (paired)"]
+                + [f"contribution {m}" for m in mods]
                 + [f"repr. gap {m}" for m in mods] + ["reliance gap"])
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in rs:
             name = "full pool (reference)" if r["strategy"] == "full_pool" else r["strategy"]
-            cells = [name, _pm(r["final_acc"], r["final_acc_ci"]), _pm(r["aubc"], r["aubc_ci"]),
+            cells = [name, _band(r["final_acc"], r["final_acc_low"], r["final_acc_high"]),
+                     _band(r["aubc"], r["aubc_low"], r["aubc_high"]),
                      _pm(r["d_aubc_vs_random"], r["d_aubc_ci"])] + [f"{r[f'contribution:{m}']:.2f}" for m in mods] \
                 + [f"{r[f'representation_gap:{m}']:+.3f}" for m in mods] + [f"{r['reliance_gap']:.3f}"]
             out.append("| " + " | ".join(cells) + " |")
@@ -409,7 +552,7 @@ def table_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by 
               fmt: str = typer.Option("markdown", "--format",
                                       help="markdown (one table per scenario), matrix (scenarios x strategies, "
                                            "mean AUBC, ours vs the best baseline) or csv")) -> None:
-    """Print per scenario and strategy: final accuracy and AUBC (mean ± 95 % t half-width over seeds),
+    """Print per scenario and strategy: final accuracy and AUBC (mean [95 % t interval over seeds, cut at [0, 1]]),
     the AUBC difference to random paired by seed, and the final modality contribution shares
     (``--format matrix``: one scenarios x strategies table of mean AUBC, as in the README)."""
     if fmt == "matrix":
@@ -423,7 +566,7 @@ def table_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by 
 
         typer.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
     else:
-        raise typer.BadParameter(f"--format must be markdown, matrix or csv, got {fmt!r}")
+        bad_value("--format", fmt, "must be markdown, matrix or csv")
 
 
 @app.command("scenarios")
@@ -437,6 +580,8 @@ def scenarios_cmd() -> None:
     table = Table("scenario", "what it isolates", title="benchmark scenarios (real ones: --dataset)")
     for name, desc in list_scenarios(real=True).items():
         table.add_row(name, desc)
+    table.add_row("PATH.jsonl|.csv|.tsv|.json", "your own manifest or Label Studio export (--dataset PATH; "
+                  "--modalities, --ignore-columns), optionally +missing_mcar_<pct> / +missing_mnar_<pct>")
     Console().print(table)
 
 

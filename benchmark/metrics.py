@@ -2,7 +2,8 @@
 
 Why these: single final accuracies at one budget hide where strategies differ, so the area under the
 budget curve (AUBC, Zhan et al. 2021) summarises a whole run; seeds differ more than strategies in
-small studies, so every number comes with a 95 % interval over seeds; and pairwise penalty matrices
+small studies, so every number comes with a 95 % interval over seeds (for accuracies, AUBC and shares:
+:func:`bounded_interval`, which never leaves [0, 1]); and pairwise penalty matrices
 (Ash et al. 2020, Lueth et al. 2023) count significant wins at every budget point instead of
 averaging differences away.
 """
@@ -37,6 +38,28 @@ def t_interval(values: Any, conf: float = 0.95) -> tuple[float, float, float]:
         return m, float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + conf / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return m, m - half, m + half
+
+
+ACCURACY_BOUNDS = (0.0, 1.0)
+GAP_BOUNDS = (-1.0, 1.0)  # a difference of two accuracies (representation gap, paired difference)
+
+
+def bounded_interval(values: Any, conf: float = 0.95,
+                     bounds: tuple[float, float] | None = ACCURACY_BOUNDS) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean intersected with ``bounds`` (default [0, 1]).
+
+    Why clipping and not a transformed interval: the mean of accuracies lies in [0, 1], so cutting the
+    t interval at the bounds never removes a value the mean can take and keeps its coverage exactly,
+    while a band such as [0.555, 1.053] claims accuracies that cannot exist. A logit-t interval breaks
+    down at accuracies of exactly 1 (common on easy data: the logit is infinite, and any epsilon decides
+    the width), and a percentile bootstrap under-covers with the 2 to 5 seeds a run has. ``bounds=None``
+    gives the plain :func:`t_interval`.
+    """
+    m, lo, hi = t_interval(values, conf)
+    if bounds is None or not np.isfinite(lo):
+        return m, lo, hi
+    a, b = bounds
+    return m, float(min(max(lo, a), b)), float(max(min(hi, b), a))
 
 
 def bootstrap_interval(values: Any, conf: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -110,25 +133,31 @@ def aubc_table(df: pd.DataFrame, x: str = "cost", y: str = "accuracy") -> pd.Dat
 
 
 def summarize(table: pd.DataFrame, value: str, by: tuple[str, ...] = ("dataset", "strategy"),
-              method: str = "t") -> pd.DataFrame:
-    """Mean and 95 % interval of ``value`` over seeds for each group (``method``: 't' or 'bootstrap')."""
+              method: str = "t", bounds: tuple[float, float] | None = ACCURACY_BOUNDS) -> pd.DataFrame:
+    """Mean and 95 % interval of ``value`` over seeds for each group (``method``: 't' or 'bootstrap').
+
+    ``bounds``: the range the value lives in (default [0, 1]: accuracy, AUBC); the t interval is cut at
+    it (:func:`bounded_interval`). Pass ``None`` for unbounded values.
+    """
     if method not in ("t", "bootstrap"):
         raise DataError(f"method must be 't' or 'bootstrap', got {method!r}")
-    f = t_interval if method == "t" else bootstrap_interval
     rows = []
     for key, g in table.groupby(list(by), sort=False):
-        m, lo, hi = f(g[value].to_numpy())
+        v = g[value].to_numpy()
+        m, lo, hi = bounded_interval(v, bounds=bounds) if method == "t" else bootstrap_interval(v)
         key = key if isinstance(key, tuple) else (key,)
         rows.append({**dict(zip(by, key)), "mean": m, "low": lo, "high": hi, "n": int(g[value].notna().sum())})
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
 
 
-def learning_curves(df: pd.DataFrame, y: str = "accuracy", x: str = "cost") -> pd.DataFrame:
-    """Per (dataset, strategy, round): mean ``x`` and mean ``y`` with a 95 % t interval over seeds."""
+def learning_curves(df: pd.DataFrame, y: str = "accuracy", x: str = "cost",
+                    bounds: tuple[float, float] | None = ACCURACY_BOUNDS) -> pd.DataFrame:
+    """Per (dataset, strategy, round): mean ``x`` and mean ``y`` with a 95 % t interval over seeds, cut at
+    ``bounds`` (default [0, 1]; :func:`bounded_interval`)."""
     _check(df, ["dataset", "strategy", "round", x, y])
     rows = []
     for (ds, st, r), g in _strategy_rows(df).groupby(["dataset", "strategy", "round"], sort=False):
-        m, lo, hi = t_interval(g[y].to_numpy())
+        m, lo, hi = bounded_interval(g[y].to_numpy(), bounds=bounds)
         rows.append({"dataset": ds, "strategy": st, "round": int(r), "x": float(g[x].mean()), "mean": m,
                      "low": lo, "high": hi, "n": len(g)})
     out = pd.DataFrame(rows, columns=["dataset", "strategy", "round", "x", "mean", "low", "high", "n"])
@@ -136,7 +165,7 @@ def learning_curves(df: pd.DataFrame, y: str = "accuracy", x: str = "cost") -> p
 
 
 def reference_lines(df: pd.DataFrame, y: str = "accuracy") -> pd.DataFrame:
-    """The full-pool model per dataset: mean and 95 % interval over seeds (the upper reference)."""
+    """The full-pool model per dataset: mean and 95 % interval over seeds, inside [0, 1] (the upper reference)."""
     ref = df[df["strategy"] == REFERENCE]
     return summarize(ref, y, by=("dataset",)) if len(ref) else pd.DataFrame(columns=["dataset", "mean", "low", "high", "n"])
 

@@ -164,7 +164,8 @@ def plot_modalities(df: pd.DataFrame, run: Mapping[str, Any], dataset: str, path
         for row, prefix, ylabel in ((0, "contribution", "contribution share"), (1, "representation_gap", "representation gap")):
             ax = fig.add_subplot(2, len(strategies), row * len(strategies) + j + 1)
             for m in mods:
-                c = M.learning_curves(g, y=f"{prefix}:{m}")
+                c = M.learning_curves(g, y=f"{prefix}:{m}",
+                                      bounds=M.ACCURACY_BOUNDS if prefix == "contribution" else M.GAP_BOUNDS)
                 ax.plot(c["round"], c["mean"], color=mcol[m], label=m, lw=1.5)
                 if c["low"].notna().any():
                     ax.fill_between(c["round"], c["low"], c["high"], color=mcol[m], alpha=0.15, lw=0)
@@ -373,12 +374,14 @@ def build_report(run_dir: str | Path) -> Path:
                  f"{df['seed'].nunique()} seeds; {len(df)} result rows; status {html.escape(str(run.get('status', '?')))}; "
                  f"wall time {_f(run.get('wall_seconds_total', float('nan')), 1)} s.</p>")
     parts.append("<h2>Findings: the seed paper's three claims on this run</h2>" + _claims_html(c1, c2, c3))
-    parts.append("<h2>Learning curves</h2><p>Mean test accuracy over seeds with 95 % t intervals; dashed: the same "
+    parts.append("<h2>Learning curves</h2><p>Mean test accuracy over seeds with 95 % t intervals cut at [0, 1]; "
+                 "dashed: the same "
                  "recipe trained on the whole pool (upper reference); dotted: "
                  f"{html.escape(_kinds_text(run, datasets, _OPTIMUM))}.</p>"
                  f"<img src='data:image/png;base64,{img_curves}'>")
     parts.append("<h2>Area under the budget curve</h2><p>AUBC (accuracy over labelling cost, normalised to [0, 1]) "
-                 "mean [95 % t interval] over seeds; bold = best per scenario; below it the final accuracy.</p>"
+                 "mean [95 % t interval, cut at [0, 1]] over seeds; bold = best per scenario; below it the final "
+                 "accuracy.</p>"
                  + _aubc_html(df, families))
     paired = _paired_html(df)
     if paired:

@@ -20,7 +20,9 @@ and seed give the same data, bit for bit.
 
 Real datasets (``list_scenarios(real=True)``): ``emoji`` (image + text) and ``mfeat`` (two feature views
 of handwritten digits) are replayed with the same simulated oracle, optionally with injected missing
-modalities (``emoji+missing_mnar_30``). Their informativeness is *estimated* (see
+modalities (``emoji+missing_mnar_30``). So is a researcher's own file: a scenario whose base is a file
+name (``mine.jsonl``, ``export.json+missing_mcar_30``) is the dataset that the ``own_data`` parameter's
+spec of that name describes (:mod:`connectors.own_data`). Their informativeness is *estimated* (see
 :func:`make_real_scenario`), not ground truth.
 """
 
@@ -46,6 +48,7 @@ import numpy as np
 from backend.data import UNLABELED, DataError, MultimodalDataset
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, train_model
+from connectors.own_data import is_own_data_name
 
 MODALITY_NAMES = ("a", "b", "c", "d", "e", "f")
 DEFAULT_MC_SAMPLES = 40_000
@@ -497,7 +500,7 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"scenario name must be a non-empty string, got {name!r}")
     parts = [s.strip() for s in name.split("+")]
-    known = parts[0] in _BASES or parts[0] in REAL_DATASETS
+    known = parts[0] in _BASES or _is_real_base(parts[0])
     base = parts[0] if known else "balanced"
     mods = parts[1:] if known else parts
     over: dict[str, Any] = {}
@@ -505,7 +508,7 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
         mm, mn = _MOD_MISSING.match(mod), _MOD_NOISY.match(mod)
         if mm:
             over.update(missing=mm.group(1), missing_rate=int(mm.group(2)) / 100.0)
-        elif mn and base not in REAL_DATASETS:
+        elif mn and not _is_real_base(base):
             over.update(corrupt_rate=int(mn.group(1) or 30) / 100.0)
         elif mn:
             raise DataError(f"scenario {name!r}: real datasets take only missing_mcar_<pct> / missing_mnar_<pct> "
@@ -517,9 +520,13 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
     return base, over
 
 
+def _is_real_base(base: str) -> bool:
+    return base in REAL_DATASETS or is_own_data_name(base)
+
+
 def is_real(name: str) -> bool:
-    """True when the scenario ``name`` replays a real dataset (``emoji``, ``mfeat+missing_mnar_30``, ...)."""
-    return parse_name(name)[0] in REAL_DATASETS
+    """True when the scenario ``name`` replays real data (``emoji``, ``mfeat+missing_mnar_30``, ``mine.jsonl``)."""
+    return _is_real_base(parse_name(name)[0])
 
 
 def list_scenarios(real: bool = False) -> dict[str, str]:
@@ -608,7 +615,7 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     take (:data:`REAL_PARAMS`) are ignored here, so one run can mix synthetic and real scenarios.
     """
     base, over = parse_name(name)
-    if base in REAL_DATASETS:
+    if _is_real_base(base):
         return make_real_scenario(name, seed, fusion=fusion, train=train, **params)
     params = {k: v for k, v in params.items() if k not in REAL_PARAMS}
     builder, base_defaults, description = _BASES[base]
@@ -713,12 +720,16 @@ REAL_DATASETS: dict[str, dict[str, Any]] = {
 
 # parameters only real datasets take (synthetic scenarios ignore them, so one run can mix both)
 REAL_PARAMS: dict[str, Any] = {
-    "featurizers": "simple",  # emoji: "simple" (image_pixels + text_tokens) or "pretrained" (efficientnet_lite0 + minilm)
+    # image/text data (emoji, own files): "pretrained" (efficientnet_lite0 + minilm) or "simple" (image_pixels +
+    # text_tokens: fast, no weights, but a worse picture: emoji's best full-pool accuracy 0.59 against 0.83)
+    "featurizers": "pretrained",
     "views": ("fou", "kar"),  # mfeat: 2..6 of fou fac kar pix zer mor
     "label": "category",  # emoji: "category" (9 classes) or "subcategory" (98)
     "val_size": None,  # None: the dataset's default (REAL_DATASETS)
     "test_size": None,
+    "own_data": None,  # own files: {file name: spec from connectors.own_data.describe_own_data}
 }
+OWN_VAL_FRACTION, OWN_TEST_FRACTION = 0.1, 0.2  # own data without a split column: stratified shares
 # synthetic parameters real datasets honour; every other synthetic parameter does not apply to them
 _REAL_SHARED = ("n_items", "missing", "missing_rate", "missing_modalities", "mnar_strength")
 FEATURIZER_PRESETS = ("simple", "pretrained")
@@ -744,6 +755,44 @@ def _load_real(dataset: str, featurizers: str, views: tuple[str, ...], label: st
                            **params)
 
 
+@lru_cache(maxsize=6)
+def _load_own(spec_json: str, featurizers: str, cache_dir: str) -> MultimodalDataset:
+    """An own data file featurized through the content-addressed cache, memoised per process (read-only)."""
+    from connectors.datasets import load_featurized
+    from connectors.own_data import load_own_data
+
+    raw = load_own_data(json.loads(spec_json))
+    return load_featurized(raw, featurizers=featurizers, cache_dir=cache_dir, progress=sys.stderr.isatty())
+
+
+def _own_spec(base: str, own: Any) -> dict[str, Any]:
+    spec = (own or {}).get(base) if isinstance(own, dict) else None
+    if spec is None:
+        raise DataError(f"scenario {base!r} names a data file, but the own_data parameter describes "
+                        f"{sorted(own or {})}; pass the file with `mmal benchmark run --dataset PATH`")
+    return spec
+
+
+def _split_by_column(full: MultimodalDataset,
+                     seed: int) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset]:
+    """(pool, val, test) from the file's split column; no ``val`` rows: a stratified tenth of ``train``."""
+    split_of = full.meta["split_of"]
+    which = np.array([split_of[str(i)] for i in full.ids])
+    parts = {k: full.subset(np.flatnonzero(which == k)) for k in ("train", "val", "test")}
+    for k in ("train", "test"):
+        if not len(parts[k]):
+            raise DataError(f"{full.meta.get('source', 'own data')}: the split column has no '{k}' rows")
+    pool, val, test = parts["train"], parts["val"], parts["test"]
+    if not len(val):
+        from connectors.datasets import split_dataset
+
+        pool, val, _ = split_dataset(pool, n_val=max(1, round(OWN_VAL_FRACTION * len(pool))), n_test=0, seed=seed)
+    pool.labels[:] = UNLABELED
+    val.labels = val.true_labels.copy()
+    test.labels = test.true_labels.copy()
+    return pool, val, test
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     """Fixed torch threads: an estimate must not depend on which process (or machine) computed it."""
@@ -764,13 +813,20 @@ def _sub_seed(*parts: Any) -> int:
 
 def _inject_missing(ds: MultimodalDataset, patterns: np.ndarray, pattern_probs: np.ndarray,
                     rng: np.random.Generator) -> MultimodalDataset:
-    """Draw a presence pattern per item given its true class (as the synthetic process does) and apply it."""
+    """Draw a presence pattern per item given its true class (as the synthetic process does) and apply it.
+
+    An item of a file that already lacks some modality could lose its last one: it keeps what it had.
+    """
     y = ds.true_labels
     cum = np.cumsum(pattern_probs[y], axis=1)
     u = rng.random(len(ds))[:, None]
     pat = np.minimum((u >= cum).sum(axis=1), len(patterns) - 1)
     present = patterns[pat]
-    return ds.with_masks({k: ds.masks[k] & present[:, j] for j, k in enumerate(ds.modality_names)})
+    masks = {k: ds.masks[k] & present[:, j] for j, k in enumerate(ds.modality_names)}
+    empty = ~np.stack(list(masks.values()), axis=1).any(axis=1)
+    if empty.any():
+        masks = {k: np.where(empty, ds.masks[k], v) for k, v in masks.items()}
+    return ds.with_masks(masks)
 
 
 def _data_digest(*datasets: MultimodalDataset) -> str:
@@ -845,14 +901,16 @@ def _positive_int(key: str, v: Any) -> int:
 
 def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = None,
                        train: TrainConfig | None = None, **params: Any) -> Scenario:
-    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat``, optionally ``+missing_{mcar,mnar}_<pct>``.
+    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat`` or an own file (``mine.jsonl``, described
+    by the ``own_data`` parameter), optionally ``+missing_{mcar,mnar}_<pct>``.
 
     - Features come through the on-disk feature cache (:func:`real_cache_dir`), so only the first
       build encodes anything; ``featurizers`` is ``"simple"`` (default; fast) or ``"pretrained"``.
     - The pool / val / test split is stratified and fixed per (dataset, seed): ``emoji`` and
       ``emoji+missing_mnar_30`` share it, so only the missingness differs. ``val_size`` / ``test_size``
-      set the split (defaults in :data:`REAL_DATASETS`), ``n_items`` (when given) caps the pool with a
-      stratified subsample; the other synthetic parameters (dims, n_test, noise, ...) do not apply and
+      set the split (defaults in :data:`REAL_DATASETS`; own files: a tenth and a fifth, or the file's
+      ``split`` column when it has one, then ``val_size`` / ``test_size`` do not apply), ``n_items``
+      (when given) caps the pool with a stratified subsample; the other synthetic parameters (dims, n_test, noise, ...) do not apply and
       are ignored.
     - Missing modalities are injected into every split exactly as in the synthetic scenarios
       (``missing``, ``missing_rate``, ``missing_modalities``, ``mnar_strength``): each item keeps at
@@ -861,15 +919,19 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
       of the same recipe), not ground truth; ``chance`` is the largest class share of the dataset.
     """
     base, over = parse_name(name)
-    if base not in REAL_DATASETS:
-        raise DataError(f"'{name}' is not a real dataset; known: {', '.join(REAL_DATASETS)}")
+    if not _is_real_base(base):
+        raise DataError(f"'{name}' is not a real dataset; known: {', '.join(REAL_DATASETS)} or a data file")
     ss = _seed_sequence(name, seed)
     synthetic = set(DEFAULT_PARAMS) | {k for _, d, _ in _BASES.values() for k in d}
     unknown = set(params) - set(REAL_PARAMS) - synthetic
     if unknown:
         raise DataError(f"unknown scenario parameters {sorted(unknown)}; real datasets take "
                         f"{sorted(set(REAL_PARAMS) | set(_REAL_SHARED))}")
-    spec = REAL_DATASETS[base]
+    own = _own_spec(base, params.get("own_data")) if base not in REAL_DATASETS else None
+    spec = REAL_DATASETS[base] if own is None else {
+        "description": f"own data {own['path']} ({own['n_items']} items, {len(own['classes'])} classes; "
+                       + ", ".join(f"{c}: {k}" for c, k in own["modalities"].items()) + ")",
+        "val_size": None, "test_size": None, "roles": {c: f"{k} column '{c}'" for c, k in own["modalities"].items()}}
     p: dict[str, Any] = {**REAL_PARAMS, **{k: DEFAULT_PARAMS[k] for k in _REAL_SHARED if k != "n_items"},
                          **over, **{k: v for k, v in params.items() if k in REAL_PARAMS or k in _REAL_SHARED}}
     if p["featurizers"] not in FEATURIZER_PRESETS:
@@ -877,19 +939,29 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
     if isinstance(p["views"], str) or not isinstance(p["views"], (list, tuple)):
         raise DataError(f"views must be a list of mfeat view names, got {p['views']!r}")
     p["views"] = tuple(str(v) for v in p["views"])
-    val_size = _positive_int("val_size", p["val_size"] if p["val_size"] is not None else spec["val_size"])
-    test_size = _positive_int("test_size", p["test_size"] if p["test_size"] is not None else spec["test_size"])
     cap = _positive_int("n_items", p["n_items"]) if p.get("n_items") is not None else None
 
     cache = real_cache_dir()
-    full = _load_real(base, str(p["featurizers"]), p["views"], str(p["label"]), str(cache / "features"))
+    if own is None:
+        full = _load_real(base, str(p["featurizers"]), p["views"], str(p["label"]), str(cache / "features"))
+    else:
+        full = _load_own(json.dumps(own), str(p["featurizers"]), str(cache / "features"))
     names = full.modality_names
     c = full.n_classes
     # the split depends on (dataset, seed) only: every variant of the dataset shares it
     split_seed = _sub_seed("split", base, seed)
     from connectors.datasets import split_dataset
 
-    pool, val, test = split_dataset(full, n_val=val_size, n_test=test_size, seed=split_seed)
+    if own is not None and own.get("split") == "column":
+        pool, val, test = _split_by_column(full, split_seed)
+        val_size, test_size = len(val), len(test)
+    else:
+        n_full = len(full)
+        dv = spec["val_size"] or max(1, round(OWN_VAL_FRACTION * n_full))
+        dt = spec["test_size"] or max(1, round(OWN_TEST_FRACTION * n_full))
+        val_size = _positive_int("val_size", p["val_size"] if p["val_size"] is not None else dv)
+        test_size = _positive_int("test_size", p["test_size"] if p["test_size"] is not None else dt)
+        pool, val, test = split_dataset(full, n_val=val_size, n_test=test_size, seed=split_seed)
     if cap is not None and cap < len(pool):
         _, _, pool = split_dataset(pool, n_val=0, n_test=cap, seed=_sub_seed("cap", base, seed))
         pool.labels[:] = UNLABELED
@@ -913,7 +985,12 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
         params_out.pop("views")
     if base != "emoji":
         params_out.pop("label")
+    if base == "mfeat":
         params_out.pop("featurizers")
+    params_out.pop("own_data")
+    if own is not None:  # which file, and which column became which modality (run.json records it)
+        params_out.update(path=own["path"], sha256=own["sha256"], format=own["format"], columns=own["columns"],
+                          split="from the file's split column" if own.get("split") == "column" else "stratified")
     params_out.update(base=base, dataset=base, seed=int(seed), val_size=val_size, test_size=test_size,
                       split_seed=split_seed, featurizer_identities=full.meta.get("featurizers", {}),
                       informativeness="estimated: the same recipe trained on the whole pool with only that modality, "
@@ -921,7 +998,7 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
     desc = f"real: {spec['description']}"
     if base == "mfeat":
         desc += f"; views {', '.join(p['views'])}"
-    else:
+    elif full.meta.get("featurizers"):
         used = {k: str(v).split("@")[0] for k, v in (full.meta.get("featurizers") or {}).items()}
         desc += f"; {p['featurizers']} featurizers ({', '.join(f'{k}: {v}' for k, v in used.items())})"
     if len(patterns) > 1:

@@ -12,7 +12,14 @@ feature vectors) and presence masks, ready for :func:`backend.encoders.featurize
 An empty / null / absent value means "this item lacks that modality" (mask False), never an error;
 everything else that is wrong stops the import with a :class:`RowError` naming the file, the row (line
 number, or task position and id) and the field. Nothing is dropped silently: every row becomes an item
-(``meta["row_of"]`` maps each item id back to its row; ``meta["ignored_fields"]`` lists unused fields).
+(``meta["row_of"]`` maps each item id back to its row).
+
+Columns are strict (:func:`plan_columns`): the reserved columns ``id``, ``label`` and ``split`` (train / val
+/ test, kept in ``meta["split_of"]``) are never modalities; every other column is a declared modality
+(``modalities=``), an ignored one (``ignore_fields=``), or, without ``modalities=``, an inferred modality;
+an undeclared extra column next to declared modalities, or an inferred "modality" that looks like
+metadata (a handful of repeated values, or only numbers in a text column), raises :class:`ColumnError`
+naming it. ``meta["columns"]`` records which column became which modality and which were ignored.
 
 Why strict: active learning spends human labels; a silently skipped row or a misread label would
 corrupt the pool without anyone noticing.
@@ -34,13 +41,17 @@ import numpy as np
 
 from backend.data import UNLABELED, DataError, MultimodalDataset
 
-__all__ = ["load_manifest", "load_label_studio_export", "choices_from_label_config", "RowError",
-           "MODALITY_KINDS", "IMAGE_EXTENSIONS"]
+__all__ = ["load_manifest", "load_label_studio_export", "choices_from_label_config", "RowError", "ColumnError",
+           "plan_columns", "MODALITY_KINDS", "IMAGE_EXTENSIONS", "SPLIT_VALUES"]
 
 MODALITY_KINDS = ("image", "text", "vector")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 VECTOR_EXTENSIONS = (".npy", ".txt", ".csv")
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+SPLIT_VALUES = ("train", "val", "test")
+# an inferred text "modality" with at most this many distinct values (and few per row) is metadata
+_CATEGORICAL_MAX = 10
+_CATEGORICAL_MIN_ROWS = 20
 
 
 class RowError(DataError):
@@ -50,6 +61,18 @@ class RowError(DataError):
         self.source, self.row, self.field, self.reason = source, row, field, reason
         where = f"{source}: {row}" + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {reason}")
+
+
+class ColumnError(DataError):
+    """A column that is neither reserved, a declared modality nor ignored (``columns`` names them).
+
+    ``undeclared`` is True when the fix is to declare the column as a modality or to ignore it.
+    """
+
+    def __init__(self, source: str, columns: Sequence[str], reason: str, undeclared: bool = False) -> None:
+        self.source, self.columns, self.reason, self.undeclared = source, list(columns), reason, undeclared
+        hint = "; declare it in modalities= or list it in ignore_fields=" if undeclared else ""
+        super().__init__(f"{source}: {reason}{hint}")
 
 
 # --------------------------------------------------------------------------------------------- values
@@ -211,10 +234,18 @@ def _looks_like_image(value: Any) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+
+
 def _looks_like_vector(value: Any) -> bool:
+    """A list, a vector-file path, or inline numbers as CSV cells hold them (``"0.1 0.2"``, ``"[1, 2]"``)."""
     if isinstance(value, list):
         return True
-    return isinstance(value, str) and value.strip().lower().endswith(VECTOR_EXTENSIONS)
+    if not isinstance(value, str):
+        return False
+    v = value.strip()
+    parts = [p for p in re.split(r"[\s,;]+", v.strip("[]() ")) if p]
+    return v.lower().endswith(VECTOR_EXTENSIONS) or (len(parts) >= 2 and all(re.fullmatch(_NUMBER, p) for p in parts))
 
 
 def _infer_kinds(rows: list[tuple[str, dict[str, Any]]], fields: list[str], source: str) -> dict[str, str]:
@@ -251,6 +282,69 @@ def _check_kinds(modalities: Mapping[str, str]) -> dict[str, str]:
     for name, kind in out.items():
         if kind not in MODALITY_KINDS:
             raise DataError(f"modality '{name}' has kind {kind!r}; expected one of {MODALITY_KINDS}")
+    return out
+
+
+def _metadata_like(rows: list[tuple[str, dict[str, Any]]], f: str) -> str | None:
+    """Why an inferred text column ``f`` looks like metadata rather than a modality (None: it does not)."""
+    values = [str(row[f]).strip() for _, row in rows if f in row and not _is_absent(row[f])]
+    if values and all(re.fullmatch(_NUMBER, v) for v in values):
+        return "holds one number per row (a numeric column, not text)"
+    distinct = len(set(values))
+    if len(values) >= _CATEGORICAL_MIN_ROWS and distinct <= min(_CATEGORICAL_MAX, 0.2 * len(values)):
+        return f"holds only {distinct} distinct values over {len(values)} rows (a category, not text)"
+    return None
+
+
+def plan_columns(rows: list[tuple[str, dict[str, Any]]], fields: Sequence[str], source: str, *,
+                 modalities: Mapping[str, str] | None, reserved: Sequence[str],
+                 ignore_fields: Sequence[str] = ()) -> dict[str, str]:
+    """Modality name -> kind from the file's ``fields``, strictly (see the module docstring).
+
+    Why strict: a forgotten ``split`` or ``source`` column silently became a text modality, was encoded
+    and fed to the model; an extra column must be a decision (declare it or ignore it), never a default.
+    """
+    ignore = list(dict.fromkeys(ignore_fields))
+    clash = [f for f in ignore if f in reserved or (modalities and f in modalities)]
+    if clash:
+        raise ColumnError(source, clash, f"column {clash[0]!r} cannot be ignored: it is "
+                                         f"{'reserved' if clash[0] in reserved else 'a declared modality'}")
+    unknown = [f for f in ignore if f not in fields]
+    if unknown:
+        raise ColumnError(source, unknown, f"ignored column {unknown[0]!r} appears in no row; "
+                                           f"columns are {list(fields)}")
+    if modalities is not None:
+        kinds = _check_kinds(modalities)
+        bad = [m for m in kinds if m in reserved]
+        if bad:
+            raise ColumnError(source, bad, f"column {bad[0]!r} is reserved ({', '.join(reserved)}), not a modality")
+        absent = [m for m in kinds if m not in fields]
+        if absent:
+            raise DataError(f"{source}: modality fields {absent} appear in no row; fields are {list(fields)}")
+        extra = [f for f in fields if f not in kinds and f not in reserved and f not in ignore]
+        if extra:
+            raise ColumnError(source, extra, f"column {extra[0]!r} is neither a declared modality, reserved "
+                                             f"({', '.join(reserved)}) nor ignored", undeclared=True)
+        return kinds
+    candidates = [f for f in fields if f not in reserved and f not in ignore]
+    kinds = _infer_kinds(rows, candidates, source)
+    for f, kind in kinds.items():
+        why = _metadata_like(rows, f) if kind == "text" else None
+        if why:
+            raise ColumnError(source, [f], f"column {f!r} {why}", undeclared=True)
+    return _check_kinds(kinds)
+
+
+def _split_of(items: list["_Item"], splits: Mapping[str, Any], source: str, split_field: str) -> dict[str, str]:
+    """item id -> train / val / test from the split column (every row needs one when the column exists)."""
+    out: dict[str, str] = {}
+    for it in items:
+        raw = splits.get(it.row)
+        value = raw.strip().lower() if isinstance(raw, str) else raw
+        if value not in SPLIT_VALUES:
+            raise RowError(source, it.row, split_field, f"split {raw!r} is not one of {', '.join(SPLIT_VALUES)} "
+                                                        "(with a split column every row needs one)")
+        out[it.item_id] = str(value)
     return out
 
 
@@ -353,7 +447,8 @@ def _assemble(items: list[_Item], kinds: dict[str, str], res: _Resolver, class_n
         missing = np.flatnonzero(labels == UNLABELED)
         if missing.size:
             raise RowError(source, items[missing[0]].row, items[missing[0]].label_field,
-                           "as_oracle=True needs every item labelled; this one has no label")
+                           "every item needs a label here (as_oracle=True: the labels are the simulated "
+                           "oracle's answers); this one has none")
         return MultimodalDataset(mods, np.full(len(items), UNLABELED, dtype=np.int64), names, masks, ids,
                                  true_labels=labels, meta=meta)
     return MultimodalDataset(mods, labels, names, masks, ids, meta=meta)
@@ -366,6 +461,14 @@ def _resolver(source: str, base_dir: Any, default_dir: Path, url_map: Mapping[st
 
 
 # --------------------------------------------------------------------------------------------- manifest
+def _manifest_format(p: Path, format: str | None) -> str:
+    suffixes = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+    fmt = format or suffixes.get(p.suffix.lower())
+    if fmt not in ("jsonl", "json", "csv", "tsv"):
+        raise DataError(f"{p}: unknown manifest format {p.suffix!r}; use .jsonl, .json, .csv or .tsv (or format=)")
+    return fmt
+
+
 def _manifest_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(row name, dict) per item of a JSONL, JSON (array) or CSV/TSV manifest."""
     source = str(path)
@@ -428,23 +531,25 @@ def load_manifest(path: str | os.PathLike[str], *, modalities: Mapping[str, str]
                   label_field: str = "label", class_names: Sequence[str] | None = None,
                   base_dir: str | os.PathLike[str] | None = None, url_map: Mapping[str, str] | None = None,
                   fetch_urls: bool = False, fetch_headers: Mapping[str, str] | None = None, fetch_timeout: float = 30.0,
-                  verify_images: bool = True, as_oracle: bool = False, format: str | None = None) -> MultimodalDataset:
+                  verify_images: bool = True, as_oracle: bool = False, format: str | None = None,
+                  split_field: str | None = "split", ignore_fields: Sequence[str] = ()) -> MultimodalDataset:
     """Read a manifest: one item per row with an id, an optional label and one field per modality.
 
     Formats: ``.jsonl``/``.ndjson`` (one JSON object per line), ``.json`` (an array of objects, e.g. a
     Label Studio JSON-MIN export), ``.csv``/``.tsv`` (a header row); or force one with ``format=``.
     ``modalities`` maps field -> ``"image"``/``"text"``/``"vector"``; without it every field except the
-    id and the label is a modality and its kind is inferred (image file/URL extensions, lists or
-    ``.npy``/``.txt``/``.csv`` paths for vectors, else text). Relative paths are relative to ``base_dir`` (default: the
+    reserved ones (id, label, ``split_field``) and ``ignore_fields`` is a modality and its kind is inferred
+    (image file/URL extensions, lists or ``.npy``/``.txt``/``.csv`` paths for vectors, else text); any other
+    column raises :class:`ColumnError` (:func:`plan_columns`). A ``split_field`` column (default ``split``)
+    fixes each item's split: ``meta["split_of"]`` maps item id -> train / val / test. Relative paths are
+    relative to ``base_dir`` (default: the
     manifest's folder). Remote image URLs need ``url_map`` (prefix -> local folder or other URL) or
     ``fetch_urls=True``. Empty labels are UNLABELED; ``class_names`` fixes the classes and their order
     (default: sorted labels seen). ``as_oracle=True`` puts the labels into ``true_labels`` and leaves
     ``labels`` UNLABELED (a fully labelled file used as a simulated oracle in the benchmark).
     """
     p = Path(path)
-    fmt = format or {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}.get(p.suffix.lower())
-    if fmt not in ("jsonl", "json", "csv", "tsv"):
-        raise DataError(f"{p}: unknown manifest format {p.suffix!r}; use .jsonl, .json, .csv or .tsv (or format=)")
+    fmt = _manifest_format(p, format)
     source = str(p)
     rows = list(_manifest_rows(p, fmt))
     if not rows:
@@ -454,13 +559,8 @@ def load_manifest(path: str | os.PathLike[str], *, modalities: Mapping[str, str]
         fields.extend(k for k in row if k not in fields)
     if id_field not in fields:
         raise DataError(f"{source}: no '{id_field}' field (set id_field= to the field holding item ids)")
-    if modalities is None:
-        kinds = _check_kinds(_infer_kinds(rows, [f for f in fields if f not in (id_field, label_field)], source))
-    else:
-        kinds = _check_kinds(modalities)
-        absent = [m for m in kinds if m not in fields]
-        if absent:
-            raise DataError(f"{source}: modality fields {absent} appear in no row; fields are {fields}")
+    reserved = [id_field, label_field] + ([split_field] if split_field else [])
+    kinds = plan_columns(rows, fields, source, modalities=modalities, reserved=reserved, ignore_fields=ignore_fields)
     items = []
     for row_name, row in rows:
         raw_id = row.get(id_field)
@@ -469,9 +569,21 @@ def load_manifest(path: str | os.PathLike[str], *, modalities: Mapping[str, str]
         label = _label_text(row.get(label_field), source, row_name, label_field)
         items.append(_Item(row_name, str(raw_id).strip(), {k: row.get(k) for k in kinds}, label, label_field))
     res = _resolver(source, base_dir, p.parent, url_map, fetch_urls, fetch_headers, fetch_timeout, verify_images)
-    ignored = [f for f in fields if f not in kinds and f not in (id_field, label_field)]
-    return _assemble(items, kinds, res, class_names, as_oracle,
-                     {"importer": "manifest", "format": fmt, "ignored_fields": ignored})
+    ignored = [f for f in fields if f in ignore_fields]
+    has_split = bool(split_field) and split_field in fields
+    meta: dict[str, Any] = {"importer": "manifest", "format": fmt, "ignored_fields": ignored,
+                            "columns": _columns_meta(kinds, id_field, label_field, split_field if has_split else None,
+                                                     ignored)}
+    if has_split:
+        meta["split_of"] = _split_of(items, {r: row.get(split_field) for r, row in rows}, source, str(split_field))
+    return _assemble(items, kinds, res, class_names, as_oracle, meta)
+
+
+def _columns_meta(kinds: Mapping[str, str], id_field: str, label_field: str, split_field: str | None,
+                  ignored: Sequence[str]) -> dict[str, Any]:
+    """What run.json records: which column became which modality, which are reserved and which ignored."""
+    reserved = {"id": id_field, "label": label_field, **({"split": split_field} if split_field else {})}
+    return {"modalities": dict(kinds), "reserved": reserved, "ignored": list(ignored)}
 
 
 # --------------------------------------------------------------------------------------------- Label Studio
@@ -511,11 +623,14 @@ def load_label_studio_export(source: str | os.PathLike[str] | list[dict[str, Any
                              on_conflict: str = "latest", base_dir: str | os.PathLike[str] | None = None,
                              url_map: Mapping[str, str] | None = None, fetch_urls: bool = False,
                              fetch_headers: Mapping[str, str] | None = None, fetch_timeout: float = 30.0,
-                             verify_images: bool = True, as_oracle: bool = False) -> MultimodalDataset:
+                             verify_images: bool = True, as_oracle: bool = False, split_field: str | None = "split",
+                             ignore_fields: Sequence[str] = ()) -> MultimodalDataset:
     """Read a Label Studio JSON export (a list of tasks with ``data``, ``annotations``, ``predictions``).
 
     Modalities come from each task's ``data`` (``modalities`` maps key -> kind, else every key is one,
-    kind inferred as in :func:`load_manifest`). The label is the ``choices`` result of control
+    kind inferred as in :func:`load_manifest`; the reserved keys ``id``, ``label`` and ``split_field`` are
+    never modalities, other keys are declared, in ``ignore_fields`` or a :class:`ColumnError`). The label is
+    the ``choices`` result of control
     ``from_name`` (default: the only choices control used in the export): the ground-truth annotation
     if one is marked, else the most recently updated non-cancelled one. Annotations that disagree are
     listed in ``meta["label_conflicts"]`` (``on_conflict="error"`` makes them an error). Tasks without
@@ -570,13 +685,8 @@ def load_label_studio_export(source: str | os.PathLike[str] | list[dict[str, Any
     fields: list[str] = []
     for _, d in data_rows:
         fields.extend(k for k in d if k not in fields)
-    if modalities is None:
-        kinds = _check_kinds(_infer_kinds(data_rows, fields, name))
-    else:
-        kinds = _check_kinds(modalities)
-        absent = [m for m in kinds if m not in fields]
-        if absent:
-            raise DataError(f"{name}: modality keys {absent} appear in no task's data; keys are {fields}")
+    reserved = ["id", "label"] + ([split_field] if split_field else [])
+    kinds = plan_columns(data_rows, fields, name, modalities=modalities, reserved=reserved, ignore_fields=ignore_fields)
 
     items: list[_Item] = []
     conflicts: list[str] = []
@@ -606,7 +716,12 @@ def load_label_studio_export(source: str | os.PathLike[str] | list[dict[str, Any
             label = max(candidates)[3]  # ground truth first, then latest update, then list order
         items.append(_Item(row, str(task["id"]), {k: task["data"].get(k) for k in kinds}, label, label_fld))
     res = _resolver(name, base_dir, default_dir, url_map, fetch_urls, fetch_headers, fetch_timeout, verify_images)
-    ignored = [f for f in fields if f not in kinds]
-    return _assemble(items, kinds, res, class_names, as_oracle,
-                     {"importer": "label_studio", "from_name": from_name, "label_conflicts": conflicts,
-                      "cancelled_annotations": n_cancelled, "ignored_fields": ignored})
+    ignored = [f for f in fields if f in ignore_fields]
+    has_split = bool(split_field) and split_field in fields
+    meta: dict[str, Any] = {"importer": "label_studio", "from_name": from_name, "label_conflicts": conflicts,
+                            "cancelled_annotations": n_cancelled, "ignored_fields": ignored,
+                            "columns": _columns_meta(kinds, "id", f"annotations/{from_name}",
+                                                     split_field if has_split else None, ignored)}
+    if has_split:
+        meta["split_of"] = _split_of(items, {r: d.get(split_field) for r, d in data_rows}, name, str(split_field))
+    return _assemble(items, kinds, res, class_names, as_oracle, meta)

@@ -6,27 +6,76 @@ command so ``mmal --help`` stays instant.
 
 from __future__ import annotations
 
+import inspect
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from benchmark.cli import app as benchmark_app
+from mmal.usage import OneLineErrors
 
 app = typer.Typer(help="mmal: modality-aware active learning for multimodal data.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+                  pretty_exceptions_show_locals=False, cls=OneLineErrors)
 app.add_typer(benchmark_app, name="benchmark", help="Simulated-oracle benchmark: run suites and write reports.")
+
+
+def constructor_params(cls: type) -> dict[str, Any]:
+    """name -> default (``inspect.Parameter.empty`` when required) of ``cls``'s constructor: what a
+    strategy spec ``name(key=value)`` or a featurizer's parameters can set, read from the code itself."""
+    out: dict[str, Any] = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[p.name] = p.default
+    return out
+
+
+def _params_text(cls: type) -> str:
+    parts = [k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in constructor_params(cls).items()]
+    return ", ".join(parts) or "-"
 
 
 @app.command()
 def strategies() -> None:
-    """List every registered query strategy with a one-line description."""
-    from backend.strategies.base import list_strategies
+    """List every registered query strategy: description and parameters (set them as 'name(key=value)')."""
+    from backend.strategies.base import list_strategies, strategy_class
 
-    table = Table("strategy", "description", title="query strategies")
+    table = Table("strategy", "description", "parameters (defaults)", title="query strategies "
+                  "(variants: --strategies 'name(key=value)')")
     for name, description in list_strategies().items():
-        table.add_row(name, description)
+        table.add_row(name, description, _params_text(strategy_class(name)))
+    Console().print(table)
+
+
+def featurizer_rows() -> list[dict[str, str]]:
+    """One row per registered featurizer: name, modality kind, pretrained or not, parameters, description."""
+    from backend.encoders.base import Featurizer
+    from backend.encoders.registry import featurizer_class, list_featurizers
+
+    rows = []
+    for name in list_featurizers():
+        cls = featurizer_class(name)
+        pretrained = cls.weights_hash is not Featurizer.weights_hash  # overridden: it has weights to digest
+        rows.append({"name": name, "kind": cls.kind, "pretrained": "yes" if pretrained else "no",
+                     "params": _params_text(cls), "description": cls.description})
+    return rows
+
+
+@app.command()
+def featurizers() -> None:
+    """List every featurizer: modality kind, whether it uses pretrained weights, its parameters.
+
+    Presets for `mmal benchmark run --featurizers`: pretrained (efficientnet_lite0, minilm) and simple
+    (image_pixels, text_tokens); vectors always use vector.
+    """
+    table = Table("featurizer", "kind", "pretrained", "parameters (defaults)", "description",
+                  title="featurizers (--featurizers pretrained: efficientnet_lite0 + minilm; simple: image_pixels + "
+                        "text_tokens)")
+    for r in featurizer_rows():
+        table.add_row(r["name"], r["kind"], r["pretrained"], r["params"], r["description"])
     Console().print(table)
 
 

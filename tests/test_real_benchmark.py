@@ -40,7 +40,7 @@ def _files(root: Path) -> dict[str, int]:
 
 def test_emoji_end_to_end_with_simple_featurizers(tmp_path, cache):
     cfg = BenchmarkConfig(suite="test", scenarios=("emoji",), strategies=("random",), seeds=(0,),
-                          scenario_params={"n_items": 150, "val_size": 50, "test_size": 150},
+                          scenario_params={"n_items": 150, "val_size": 50, "test_size": 150, "featurizers": "simple"},
                           n_initial=20, batch_size=10, rounds=1, train_overrides={"epochs": 4, "patience": 2},
                           reference=False)
     df = run_benchmark(cfg, tmp_path / "run", progress=False)

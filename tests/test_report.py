@@ -55,6 +55,23 @@ def test_intervals():
     assert blo < bm < bhi and M.bootstrap_interval(v) == (bm, blo, bhi)
 
 
+def test_accuracy_intervals_stay_inside_0_1():
+    """The full pool on `difficulty` once read [0.555, 1.053]: every accuracy band is now cut at [0, 1]
+    (the t interval intersected with the range the mean can take; its coverage is unchanged)."""
+    v = [1.0, 1.0, 0.55, 1.0, 0.98]
+    m, lo, hi = M.t_interval(v)
+    assert hi > 1.0  # what the plain t interval claims
+    bm, blo, bhi = M.bounded_interval(v)
+    assert (bm, blo, bhi) == (m, lo, 1.0) and M.bounded_interval([0.0, 0.0, 0.3])[1] == 0.0
+    assert M.bounded_interval(v, bounds=None) == (m, lo, hi) and np.isnan(M.bounded_interval([0.5])[1])
+    rows = [{"dataset": "d", "strategy": s, "seed": k, "round": r, "cost": 10.0 * (r + 1), "accuracy": a}
+            for s in ("random", "full_pool") for k, a in enumerate(v) for r in range(2)]
+    df = pd.DataFrame(rows)
+    for t in (M.learning_curves(df), M.reference_lines(df), M.summarize(M.aubc_table(df), "aubc"),
+              M.summarize(M.aubc_table(df), "final_accuracy")):
+        assert (t["high"] <= 1.0).all() and (t["low"] >= 0.0).all() and (t["high"] == 1.0).all()
+
+
 def test_penalty_matrix_counts_significant_wins_per_budget_point():
     rng = np.random.default_rng(0)
     base = [list(0.5 + 0.01 * rng.standard_normal(4)) for _ in range(5)]
@@ -135,13 +152,25 @@ def test_smoke_suite_end_to_end(smoke_run):
     assert findings["claim3"]["verdict"] in (True, False)  # smoke has a multimodal and a unimodal strategy
 
 
+def test_results_table_bands_are_inside_0_1(smoke_run):
+    from benchmark.cli import results_table
+
+    out, _ = smoke_run
+    rows = results_table(out)
+    assert all(0.0 <= r["final_acc_low"] <= r["final_acc"] <= r["final_acc_high"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["aubc_low"] <= r["aubc_high"] <= 1.0 for r in rows if r["strategy"] != "full_pool")
+    res = CliRunner().invoke(app, ["table", str(out)])
+    assert res.exit_code == 0 and "final accuracy [95 % CI]" in res.output
+    assert re.search(r"\| random \| 0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\] \|", res.output), res.output
+
+
 def test_report_command_rewrites_report_and_rejects_empty_folder(smoke_run, tmp_path):
     out, _ = smoke_run
     (out / "report.html").unlink()
     res = CliRunner().invoke(app, ["report", str(out)])
     assert res.exit_code == 0 and (out / "report.html").exists()
     res = CliRunner().invoke(app, ["report", str(tmp_path)])
-    assert res.exit_code != 0 and "results.csv" in str(res.exception)
+    assert res.exit_code == 2 and "results.csv" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_cli_flags_change_the_config_and_list_scenarios(tmp_path):

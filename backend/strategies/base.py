@@ -165,6 +165,14 @@ def get_strategy(name: str, **params: object) -> QueryStrategy:
         raise QueryError(f"strategy spec {name!r}: {e}") from None
 
 
+def strategy_class(name: str) -> type[QueryStrategy]:
+    """The registered class of strategy ``name`` (its constructor says which settings a spec can set)."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise QueryError(f"unknown strategy '{name}'; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def list_strategies() -> dict[str, str]:
     """name -> one-line description of every registered strategy."""
     _load_builtin()
