@@ -38,14 +38,12 @@ def test_other_names_nesting_and_aliases():
         <Choice value="Other"/>
       </Choices>
     </View>"""
-    with pytest.raises(LabelConfigError, match=r'category.*choice="multiple".*multi-label projects are not supported'):
-        parse_label_config(xml)
-    cfg = parse_label_config(xml, allow_multiple=True)
+    cfg = parse_label_config(xml)
     assert [(o.name, o.type, o.data_key) for o in cfg.objects] == [("photo", "Image", "img_url"),
                                                                   ("page", "HyperText", "html")]
     assert cfg.ignored == ("note",)
     assert cfg.control.name == "category" and cfg.control.to_name == "photo"
-    assert cfg.class_names == ["cat", "Dog", "Other"] and cfg.control.multiple
+    assert cfg.class_names == ["cat", "Dog", "Other"] and cfg.control.multiple and cfg.multi_label
 
 
 def test_case_insensitive_tags_and_url_text():

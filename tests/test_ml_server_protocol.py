@@ -168,7 +168,8 @@ def test_setup_reports_the_serving_version(client, settings, trained):
     ("<View><Image name='i' value='$i'/></View>", None, "no <Choices>"),
     ("<View><Image name='i' value='$i'/>", None, "not well-formed"),
     ("<View><Image name='i' value='$i'/><Text name='t' value='$t'/><Choices name='c' toName='i' choice='multiple'>"
-     "<Choice value='a'/><Choice value='b'/></Choices></View>", None, "multi-label projects are not supported yet"),
+     "<Choice value='a'/><Choice value='b'/></Choices></View>", {"strategy": "missing_aware"},
+     "strategy 'missing_aware' has no multi-label form"),
     (None, {"strategy": "margin", "bogus_key": 1}, "invalid extra params"),
     (None, {"min_annotations": 0}, "invalid extra params"),
     (None, {"strategy": "no_such_strategy"}, "unknown strategy 'no_such_strategy'"),
