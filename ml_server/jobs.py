@@ -293,6 +293,23 @@ def pending_job(conn: redis.Redis, project_id: int) -> str | None:
 
 
 # --- liveness of the job that holds a project's lock --------------------------------------------------------
+def labels_changed_since(conn: redis.Redis, project_id: int) -> bool:
+    """True when a job queued because labels changed (an annotation webhook, START_TRAINING) waits for this
+    project: it will publish a fresher order, so the running job may stop pushing the tail of its own
+    (see ``ml_server.training._publish_head_first``). A job queued for tasks only does not count: it scores
+    new tasks and relies on every other task holding the serving version's prediction."""
+    from ml_server.training import SCORING_REASONS
+
+    current = pending_job(conn, project_id)
+    if current is None:
+        return False
+    try:
+        job = Job.fetch(current, connection=conn)
+    except NoSuchJobError:
+        return False
+    return (job.kwargs or {}).get("reason") not in SCORING_REASONS
+
+
 def job_alive(conn: redis.Redis, job_id: str) -> bool:
     """Whether ``job_id`` is still running: RQ status STARTED and its worker still sends heartbeats.
 
@@ -439,7 +456,8 @@ def _train_locked(conn: redis.Redis, base: Settings, pid: int, job_id: str, reas
     try:
         setup = load_project_setup(conn, pid)
         settings = project_settings(base, setup)
-        summary = run_training(pid, settings, setup, reason=reason)
+        summary = run_training(pid, settings, setup, reason=reason,
+                               superseded=lambda: labels_changed_since(conn, pid))
     except Exception as exc:
         set_status(conn, pid, state="failed", last_error=f"{type(exc).__name__}: {exc}",
                    last_traceback=traceback.format_exc()[-4000:], failed_at=time.time(), job_id=job_id)

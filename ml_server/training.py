@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -171,8 +171,12 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
     return BuiltVersion(version, previous, predictions, summary)
 
 
-def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], reason: str = "") -> dict[str, Any]:
+def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], reason: str = "",
+                 superseded: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Pull, train, publish (see the module docstring); returns a JSON-safe summary.
+
+    ``superseded()`` says whether labels changed since this job started (a newer training waits): then the
+    tail of the predictions is not pushed (see :func:`_publish_head_first`).
 
     ``{"status": "waiting", ...}`` when fewer than ``min_annotations`` tasks are labelled; then, with
     ``MMAL_ENCODE_AHEAD``, every task is encoded and the cold-start order published (``"cold_start"``).
@@ -204,7 +208,8 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
             if settings.encode_ahead and store.current_version(project_id) is None and tasks:
                 with make_fetcher(settings, url, ls) as fetcher:
                     waiting["cold_start"] = publish_cold_start(ls, store, project_id, tasks, label_config,
-                                                               settings, fetcher, pull_s=pull_s)
+                                                               settings, fetcher, pull_s=pull_s,
+                                                               superseded=superseded)
             return waiting
         labels_key = label_fingerprint(tasks, config)
         current = store.current_version(project_id)
@@ -215,7 +220,7 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
             return scored
         with make_fetcher(settings, url, ls) as fetcher:
             built = build_version(project_id, tasks, label_config, settings, store, fetcher)
-        publish_timings = publish(ls, store, project_id, built, settings)
+        publish_timings = publish(ls, store, project_id, built, settings, superseded=superseded)
         summary = dict(built.summary)
         summary["timings"] = {**summary["timings"], "pull_s": pull_s, **publish_timings,
                               "total_s": time.time() - t0}
@@ -364,11 +369,14 @@ def cold_start_order(tasks: list[Mapping[str, Any]], label_config: str, settings
 
 def publish_cold_start(ls: LabelStudioConnector, store: ModelStore, project_id: int,
                        tasks: list[Mapping[str, Any]], label_config: str, settings: Settings,
-                       fetcher: Fetcher | None, pull_s: float = 0.0) -> dict[str, Any]:
+                       fetcher: Fetcher | None, pull_s: float = 0.0,
+                       superseded: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Encode ahead and publish the cold-start order as a model version of its own (no classes yet).
 
     Skipped (``"unchanged"``) when the published one already covers exactly these tasks: a label below
-    the minimum changes nothing Label Studio's sampling needs (it never serves a labelled task).
+    the minimum changes nothing Label Studio's sampling needs (it never serves a labelled task). A
+    publication cut short (``superseded``) is recorded without its task fingerprint, so the next one
+    publishes in full.
     """
     t0 = time.time()
     order, labeled_ids, info = cold_start_order(tasks, label_config, settings, fetcher)
@@ -388,7 +396,10 @@ def publish_cold_start(ls: LabelStudioConnector, store: ModelStore, project_id: 
     previous_version = previous.version if previous is not None else None
     timings = _publish_head_first(ls, project_id, version, predictions, settings,
                                   switch=lambda: store.save_cold_start(project_id, cold),
-                                  undo=lambda: _restore_cold_start(store, project_id, previous))
+                                  undo=lambda: _restore_cold_start(store, project_id, previous),
+                                  superseded=superseded)
+    if timings.get("rest_skipped"):
+        store.save_cold_start(project_id, ColdStart(version, scores, {**cold.meta, "tasks": None, "partial": True}))
     if previous_version and previous_version != version:
         try:
             ls.delete_model_version(project_id, previous_version)
@@ -420,7 +431,7 @@ def _task_fingerprint(task_ids: list[int]) -> str:
 
 
 def publish(ls: LabelStudioConnector, store: ModelStore, project_id: int, built: BuiltVersion,
-            settings: Settings) -> dict[str, float]:
+            settings: Settings, superseded: Callable[[], bool] | None = None) -> dict[str, float]:
     """Head first, switch, rest in bulk (module docstring); on failure the previous version serves again."""
     def switch() -> None:
         store.set_current(project_id, built.version)
@@ -437,7 +448,7 @@ def publish(ls: LabelStudioConnector, store: ModelStore, project_id: int, built:
         previous_ls = cold.version if cold is not None else None
     try:
         return _publish_head_first(ls, project_id, built.version, built.predictions, settings, switch=switch,
-                                   undo=undo, previous=previous_ls)
+                                   undo=undo, previous=previous_ls, superseded=superseded)
     except BaseException:
         _undo(ls, store, project_id, built.version)
         raise
@@ -445,10 +456,16 @@ def publish(ls: LabelStudioConnector, store: ModelStore, project_id: int, built:
 
 def _publish_head_first(ls: LabelStudioConnector, project_id: int, version: str,
                         predictions: list[dict[str, Any]], settings: Settings, *, switch: Any, undo: Any,
-                        previous: str | None = None) -> dict[str, float]:
+                        previous: str | None = None, superseded: Callable[[], bool] | None = None
+                        ) -> dict[str, float]:
     """Push the ``publish_head`` lowest-score predictions, switch (here via ``switch``, then Label Studio's
     model_version and sampling), push the rest. A failure after the switch calls ``undo`` and points
-    Label Studio back at ``previous`` before re-raising; the caller deletes the new version's predictions."""
+    Label Studio back at ``previous`` before re-raising; the caller deletes the new version's predictions.
+
+    The rest goes in chunks of ``prediction_chunk``; before each, ``superseded()`` is asked whether labels
+    changed meanwhile. Then the rest is left out (``rest_skipped`` in the timings): the waiting training
+    publishes every task anew, and pushing a stale tail (about 100 s at 10k tasks on the 2-core box) only
+    delays it. Annotators are served from the head meanwhile, which is already in."""
     ordered = sorted(predictions, key=lambda p: (p["score"], p["task"]))
     head_n = len(ordered) if settings.publish_head <= 0 else min(settings.publish_head, len(ordered))
     timings: dict[str, float] = {}
@@ -467,7 +484,14 @@ def _publish_head_first(ls: LabelStudioConnector, project_id: int, version: str,
                          "first (MMAL_LS_SAMPLING=keep leaves it alone)", project_id)
         timings["switch_s"] = time.time() - t
         t = time.time()
-        ls.push_predictions(project_id, ordered[head_n:], chunk=settings.prediction_chunk)
+        chunk = max(1, settings.prediction_chunk)
+        for start in range(head_n, len(ordered), chunk):
+            if superseded is not None and superseded():
+                timings["rest_skipped"] = float(len(ordered) - start)
+                log.info("project %s: labels changed while publishing %s; %d predictions of the tail left to the "
+                         "next training", project_id, version, len(ordered) - start)
+                break
+            ls.push_predictions(project_id, ordered[start:start + chunk], chunk=chunk)
         timings["push_rest_s"] = time.time() - t
     except BaseException:
         if switched:

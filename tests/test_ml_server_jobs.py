@@ -27,7 +27,7 @@ from tests.conftest import annotate, settings_from_env as settings_from, wait_fo
 from ml_server.app import create_app
 from ml_server.demo import create_emoji_project
 from ml_server.model_store import ModelStore
-from ml_server.training import build_version, make_fetcher, publish
+from ml_server.training import build_version, make_fetcher, publish, publish_cold_start, pull_project_tasks
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 REPO = Path(__file__).resolve().parents[1]
@@ -223,3 +223,45 @@ def test_a_failing_job_leaves_the_previous_model_serving(lsc, env, rconn):
     v2 = store.current_version(pid)
     assert v2 not in (None, v1) and lsc.get_project(pid)["model_version"] == v2
     assert jobs.get_status(rconn, pid)["state"] == "idle"
+
+
+def test_only_a_waiting_job_for_changed_labels_supersedes_a_publication(env, rconn):
+    """``labels_changed_since``: a queued training for an annotation supersedes; one for imported tasks
+    (it relies on every task holding the serving version's prediction) and none at all do not."""
+    s = settings_from(env)
+    assert not jobs.labels_changed_since(rconn, 41)
+    jobs.request_training(rconn, s, 41, reason="TASKS_CREATED")
+    assert not jobs.labels_changed_since(rconn, 41)
+    jobs.request_training(rconn, s, 42, reason="ANNOTATION_CREATED")
+    assert jobs.labels_changed_since(rconn, 42)
+    Queue(s.queue, connection=rconn).empty()  # the job is gone: nothing waits any more
+    assert not jobs.labels_changed_since(rconn, 42)
+
+
+def test_a_superseded_publication_keeps_the_head_and_leaves_the_tail(lsc, env, rconn):
+    """Labels changing while the tail of a ranking is pushed stop the push after the current chunk: the
+    head serves, the waiting training publishes everything anew. Real Label Studio, real cold start."""
+    s = settings_from(env).model_copy(update={"publish_head": 4, "prediction_chunk": 5})
+    project = create_emoji_project(lsc, "superseded publication", per_class=6, seed=5)
+    pid = project.project_id
+    store = ModelStore(s.model_dir)
+    tasks, _ = pull_project_tasks(lsc, store, pid)
+    calls = []
+
+    def superseded() -> bool:  # labels change after the first chunk of the tail went out
+        calls.append(1)
+        return len(calls) > 1
+
+    config = lsc.get_project(pid)["label_config"]
+    with make_fetcher(s, None, lsc) as fetcher:
+        out = publish_cold_start(lsc, store, pid, tasks, config, s, fetcher, superseded=superseded)
+    assert out["status"] == "published" and out["timings"]["rest_skipped"] == len(tasks) - 4 - 5
+    assert lsc.model_versions(pid).get(out["model_version"]) == 4 + 5
+    assert lsc.get_project(pid)["model_version"] == out["model_version"]  # the head serves
+    cold = store.cold_start(pid)
+    assert cold.meta["partial"] and cold.meta["tasks"] is None
+    # the next publication is not skipped as "unchanged": it pushes every task
+    with make_fetcher(s, None, lsc) as fetcher:
+        again = publish_cold_start(lsc, store, pid, tasks, config, s, fetcher)
+    assert again["status"] == "published" and "rest_skipped" not in again["timings"]
+    assert lsc.model_versions(pid).get(again["model_version"]) == len(tasks)
