@@ -32,7 +32,7 @@ from backend.strategies.base import get_strategy
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs
-from ml_server.demo import choice_annotation, create_emoji_project, emoji_tasks
+from ml_server.demo import FACE, choice_annotation, create_emoji_project, emoji_label_sets, emoji_tasks, label_config
 from ml_server.label_config import parse_label_config
 from ml_server.ls_process import free_port, start_label_studio
 from ml_server.model_store import ModelStore
@@ -263,3 +263,55 @@ def test_label_studio_end_to_end(labelstudio, rconn, stack):
     print(f"\nend to end (after Label Studio start): {time.monotonic() - t_start:.1f} s, {trainings} training(s), "
           f"accuracy on unlabelled tasks {accuracy:.2f} (chance {chance:.2f}), classes in the first 10 served: "
           f"{len(covered)}/{len(project.class_names)}, last training {last['timings']}")
+
+
+def test_multi_label_project_end_to_end(labelstudio, rconn, stack):
+    """A multi-label project (``choice="multiple"``: the category, plus "Has a face" when the emoji's name
+    says so) with the same defaults: the annotator labels what ``/next`` serves, picking every class that
+    applies; the training learns the sets; each pre-annotation is one ``choices`` region listing the
+    classes predicted, better than the majority answer per class; ``/next`` serves the strategy's top task."""
+    backend_url, env, logs = stack
+    lsc = LabelStudioConnector(labelstudio.url, labelstudio.token)
+    et = emoji_tasks(12, seed=8, image_key="img", text_key="desc")
+    sets = emoji_label_sets(et, text_key="desc")
+    classes = et.class_names + [FACE]
+    pid = lsc.create_project("mmal e2e multi-label", label_config(classes, multiple=True, **NAMES))
+    ids = lsc.import_tasks(pid, et.tasks)
+    truth = dict(zip(ids, sets))
+    backend = lsc.register_backend(pid, backend_url, title="mmal-e2e-multi", basic_auth=AUTH)
+    assert backend["state"] == "CO", backend  # /setup accepted the multi-label config with the defaults
+    wait_for(lambda: str(lsc.get_project(pid).get("model_version", "")).startswith("mmal-0-coverage-"),
+             timeout=240, interval=0.5, what="the multi-label cold-start order")
+    served = []
+    for _ in range(12):
+        task = lsc.next_task(pid)
+        served.append(task["id"])
+        lsc.create_annotation(task["id"], choice_annotation("category", "caption", truth[task["id"]]))
+
+    def trained():
+        st = jobs.get_status(rconn, pid)
+        state = jobs.training_state(rconn, pid)
+        done = st.get("last_training") and st["last_training"]["n_labeled"] == len(served)
+        return done and not state["pending"] and not state["running"] and st
+
+    status = wait_for(trained, timeout=240, interval=0.3, what="a multi-label training")
+    version = status["model_version"]
+    assert re.match(r"^mmal-[1-9][0-9]*-margin-", version) and lsc.get_project(pid)["model_version"] == version
+    predicted = {}
+    for t in lsc.pull_tasks(pid):
+        (mine,) = [p for p in t["predictions"] if p["model_version"] == version]
+        chosen = []
+        for region in mine["result"]:  # at most one region; none when the predicted set is empty
+            assert region["type"] == "choices" and region["from_name"] == "category"
+            chosen = region["value"]["choices"]
+        assert len(mine["result"]) <= 1 and set(chosen) <= set(classes)
+        predicted[t["id"]] = (chosen, mine["score"])
+    unlabelled = [t for t in ids if t not in served]
+    per_class = np.mean([[(c in predicted[t][0]) == (c in truth[t]) for c in classes] for t in unlabelled])
+    rate = np.mean([[c in truth[t] for c in classes] for t in unlabelled], axis=0)
+    majority = float(np.maximum(rate, 1 - rate).mean())
+    assert per_class >= majority + 0.05, (per_class, majority)
+    top = sorted((s, t) for t, (_, s) in predicted.items() if t not in served)
+    assert lsc.next_task(pid)["id"] == top[0][1]
+    print(f"\nmulti-label end to end: per-class accuracy on unlabelled tasks {per_class:.3f} "
+          f"(majority answer {majority:.3f})")
