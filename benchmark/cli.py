@@ -175,9 +175,10 @@ def _build_one(name: str, seed: int, params: dict[str, Any]) -> str:
     return f"{name} s{seed}"
 
 
-def prepare_real(names: Sequence[str], seeds: Sequence[int], params: dict[str, Any], workers: int) -> None:
+def prepare_real(names: Sequence[str], seeds: Sequence[int], params: dict[str, Any], workers: int) -> dict[str, int]:
     """Warm the real-data caches before a run: features once per dataset, then the per-seed
     informativeness estimates (a full-pool model per modality) in ``workers`` processes.
+    Returns each dataset's pool size (so a flag the data cannot satisfy is named before any cell runs).
 
     Why: the driver builds every (scenario, seed) before dispatching cells, serially; with cold caches
     that is minutes of training that parallel workers do in a fraction of the time. Results are the
@@ -192,12 +193,14 @@ def prepare_real(names: Sequence[str], seeds: Sequence[int], params: dict[str, A
     first: dict[str, tuple[str, int]] = {}
     for n, s in pairs:
         first.setdefault(parse_name(n)[0], (n, s))
-    for n, s in first.values():  # encodes each dataset once (in this process), before any parallel work
-        make_scenario(n, s, **params)
+    pools = {}
+    for base, (n, s) in first.items():  # encodes each dataset once (in this process), before any parallel work
+        pools[base] = len(make_scenario(n, s, **params).pool)
     rest = [pr for pr in pairs if pr not in first.values()]
     if workers > 1 and rest:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
             list(ex.map(_build_one, [n for n, _ in rest], [s for _, s in rest], [params] * len(rest)))
+    return pools
 
 
 def parse_train_settings(items: Sequence[str]) -> dict[str, Any]:
@@ -368,7 +371,11 @@ def run(
         if progress:
             typer.echo(f"preparing {len(real_names)} real-data scenario(s) x {len(cfg.seeds)} seed(s): features "
                        "(cached after the first run) and informativeness estimates")
-        prepare_real(real_names, cfg.seeds, dict(cfg.scenario_params), workers)
+        pools = prepare_real(real_names, cfg.seeds, dict(cfg.scenario_params), workers)
+        small = {name: n for name, n in pools.items() if cfg.n_initial >= n}
+        if small:
+            bad_value("--initial", cfg.n_initial, "must be smaller than the pool: "
+                      + ", ".join(f"{name} has {n} pool items" for name, n in small.items()))
     df = run_benchmark(cfg, out, queue=queue, progress=progress, workers=workers)
     typer.echo(f"{len(df)} result rows in {out / 'results.csv'} ({time.perf_counter() - t0:.1f} s)")
     if report:

@@ -148,6 +148,17 @@ def test_an_undeclared_extra_column_stops_the_run_with_one_line(tmp_path, cache)
     assert res.exit_code == 2 and "--modalities 'photo=picture'" in res.output and "image, text, vector" in res.output
 
 
+def test_an_initial_set_as_large_as_the_pool_is_named_before_any_cell_runs(tmp_path, cache):
+    path = _jsonl(tmp_path / "data" / "mine.jsonl", _rows(tmp_path / "data", n=30))
+    fast = [a for a in FAST if a not in ("--initial", "9")]
+    res = _run(["--dataset", str(path), "--ignore-columns", "source", "--initial", "80",
+                "--out", str(tmp_path / "a"), *fast])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2, res.output
+    assert lines[-1] == "Error: --initial 80: must be smaller than the pool: mine.jsonl has 18 pool items", res.output
+    assert not (tmp_path / "a").exists()
+
+
 def test_the_split_column_is_reserved_not_a_modality(tmp_path):
     """The issue's case: id, label, image, text, split imported with inferred kinds gives two modalities."""
     rows = [{"id": r["id"], "label": r["label"], "image": r["photo"], "text": r["caption"], "split": r["split"]}
