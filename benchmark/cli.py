@@ -235,8 +235,9 @@ def run(
     out: Path = typer.Option(..., "--out", help="Run folder: results.csv, run.json, cells/, report. Reusing it resumes."),
     scenarios: Optional[str] = typer.Option(None, help="Comma-separated scenarios (see `mmal benchmark scenarios`)."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Real data replayed with the simulated "
-                                                "oracle: emoji, mfeat, or the path of your own JSONL/CSV/TSV/JSON "
-                                                "manifest or Label Studio JSON export (repeatable or comma-separated; "
+                                                "oracle: emoji, emoji_tags (multi-label), mfeat, or the path of your "
+                                                "own JSONL/CSV/TSV/JSON manifest or Label Studio JSON export "
+                                                "(repeatable or comma-separated; "
                                                 "several mix in one run). Alone they replace the suite's "
                                                 "scenarios; with --scenarios they are added."),
     modalities: Optional[str] = typer.Option(None, "--modalities", help="Data files: the modality columns and "
@@ -283,7 +284,7 @@ def run(
     from benchmark.report import build_report
     from benchmark.runner import run_benchmark
     from benchmark.scenarios import FEATURIZER_PRESETS
-    from benchmark.suites import SUITES, get_suite, resolve_strategies
+    from benchmark.suites import SUITES, check_multi_label_strategies, get_suite, resolve_strategies
 
     if suite not in SUITES:
         bad_value("--suite", suite, f"known suites: {', '.join(SUITES)}")
@@ -360,6 +361,10 @@ def run(
                 resolve_strategies(cfg.with_(strategies=(st,)))
             except DataError as e:
                 bad_value("--strategies", st, f"{e} (parameters: `mmal strategies`)")
+    try:  # before any real data is featurized or a model trained
+        check_multi_label_strategies(resolve_strategies(cfg))
+    except DataError as e:
+        bad_value("--strategies", strategies or ",".join(cfg.strategies), str(e))
     t0 = time.perf_counter()
     from benchmark.scenarios import is_real
 
