@@ -238,8 +238,9 @@ def run(
     out: Path = typer.Option(..., "--out", help="Run folder: results.csv, run.json, cells/, report. Reusing it resumes."),
     scenarios: Optional[str] = typer.Option(None, help="Comma-separated scenarios (see `mmal benchmark scenarios`)."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Real data replayed with the simulated "
-                                                "oracle: emoji, mfeat, or the path of your own JSONL/CSV/TSV/JSON "
-                                                "manifest or Label Studio JSON export (repeatable or comma-separated; "
+                                                "oracle: emoji, emoji_tags (multi-label), mfeat, or the path of your "
+                                                "own JSONL/CSV/TSV/JSON manifest or Label Studio JSON export "
+                                                "(repeatable or comma-separated; "
                                                 "several mix in one run). Alone they replace the suite's "
                                                 "scenarios; with --scenarios they are added."),
     modalities: Optional[str] = typer.Option(None, "--modalities", help="Data files: the modality columns and "
@@ -286,7 +287,7 @@ def run(
     from benchmark.report import build_report
     from benchmark.runner import run_benchmark
     from benchmark.scenarios import FEATURIZER_PRESETS
-    from benchmark.suites import SUITES, get_suite, resolve_strategies
+    from benchmark.suites import SUITES, check_multi_label_strategies, get_suite, resolve_strategies
 
     if suite not in SUITES:
         bad_value("--suite", suite, f"known suites: {', '.join(SUITES)}")
@@ -363,6 +364,10 @@ def run(
                 resolve_strategies(cfg.with_(strategies=(st,)))
             except DataError as e:
                 bad_value("--strategies", st, f"{e} (parameters: `mmal strategies`)")
+    try:  # before any real data is featurized or a model trained
+        check_multi_label_strategies(resolve_strategies(cfg))
+    except DataError as e:
+        bad_value("--strategies", strategies or ",".join(cfg.strategies), str(e))
     t0 = time.perf_counter()
     from benchmark.scenarios import is_real
 
@@ -398,13 +403,15 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
     :func:`benchmark.metrics.bounded_interval`), the AUBC difference to ``random`` paired by seed
     (mean and 95 % t half-width), the final-round modality
     contribution shares, representation gaps and reliance gap (means over seeds) and the scenario's
-    informativeness (estimated for real data).
+    informativeness (estimated for real data). ``metric`` names what final value and AUBC are of: accuracy,
+    or for a multi-label scenario micro-F1, whose rows also carry the final macro-F1 and subset accuracy
+    (``final_macro_f1``, ``final_subset_accuracy``, each with ``_low`` / ``_high``).
     """
     import json
 
     import numpy as np
 
-    from benchmark.metrics import aubc_table, bounded_interval, t_interval
+    from benchmark.metrics import aubc_table, bounded_interval, headline_metric, t_interval
     from benchmark.runner import load_results
 
     df = load_results(run_dir)
@@ -416,8 +423,16 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
         m, lo, hi = t_interval(v)
         return m, (hi - m) if np.isfinite(hi) else float("nan")
 
+    def finals(g: Any, metric: str) -> dict[str, Any]:
+        """The other multi-label scores at the final budget, mean and interval over these rows."""
+        out: dict[str, Any] = {"metric": metric}
+        for c in (("macro_f1", "subset_accuracy") if metric == "micro_f1" else ()):
+            out[f"final_{c}"], out[f"final_{c}_low"], out[f"final_{c}_high"] = bounded_interval(g[c])
+        return out
+
     for ds in dict.fromkeys(df["dataset"]):
         d = df[df["dataset"] == ds]
+        metric = headline_metric(d)
         mods = [c.split(":", 1)[1] for c in d.columns if c.startswith("contribution:") and d[c].notna().any()]
         per_seed = (run.get("scenarios") or {}).get(ds) or {}
         info = {m: float(np.mean([s["informativeness"][m] for s in per_seed.values()])) for m in mods} if per_seed else {}
@@ -435,6 +450,7 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
             rows.append({"scenario": ds, "strategy": st, "n_seeds": len(ts), "final_labels": float(ts["final_cost"].mean()),
                          "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi,
                          "aubc": au, "aubc_low": au_lo, "aubc_high": au_hi, "d_aubc_vs_random": dm, "d_aubc_ci": dh,
+                         **finals(ls, metric),
                          **{f"contribution:{m}": float(ls[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ls[f"representation_gap:{m}"].mean()) for m in mods},
                          "reliance_gap": float(ls["reliance_gap"].mean()),
@@ -442,12 +458,12 @@ def results_table(run_dir: Path) -> list[dict[str, Any]]:
                          "informativeness_kind": kind})
         ref = d[d["strategy"] == "full_pool"]
         if len(ref):
-            acc, acc_lo, acc_hi = bounded_interval(ref["accuracy"])
+            acc, acc_lo, acc_hi = bounded_interval(ref[metric])
             rows.append({"scenario": ds, "strategy": "full_pool", "n_seeds": len(ref),
                          "final_labels": float(ref["cost"].mean()),
                          "final_acc": acc, "final_acc_low": acc_lo, "final_acc_high": acc_hi, "aubc": float("nan"),
                          "aubc_low": float("nan"), "aubc_high": float("nan"),
-                         "d_aubc_vs_random": float("nan"), "d_aubc_ci": float("nan"),
+                         "d_aubc_vs_random": float("nan"), "d_aubc_ci": float("nan"), **finals(ref, metric),
                          **{f"contribution:{m}": float(ref[f"contribution:{m}"].mean()) for m in mods},
                          **{f"representation_gap:{m}": float(ref[f"representation_gap:{m}"].mean()) for m in mods},
                          "reliance_gap": float(ref["reliance_gap"].mean()),
@@ -482,10 +498,15 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         kind = rs[0]["informativeness_kind"]
         info = ", ".join(f"{m} {rs[0][f'informativeness:{m}']:.3f}" for m in mods)
         what = "estimated: full-pool unimodal model" if kind == "estimated" else "Bayes-optimal"
+        multi = rs[0].get("metric") == "micro_f1"
+        sets = (" Multi-label: AUBC and the final value are micro-F1; informativeness, gaps and subset accuracy "
+                "count whole sets." if multi else "")
         out.append(f"### {ds}\n\nEach modality alone ({what}, mean over seeds): {info}. Final budget: "
                    f"{rs[0]['final_labels']:.0f} cost units (1 per label, initial set included). Contributions "
-                   "and gaps: final round, mean over seeds.\n")
-        head = (["strategy", "final accuracy [95 % CI]", "AUBC [95 % CI]", "Δ AUBC vs random (paired)"]
+                   f"and gaps: final round, mean over seeds.{sets}\n")
+        extra = ["final macro-F1", "final subset accuracy"] if multi else []
+        head = (["strategy", "final micro-F1 [95 % CI]" if multi else "final accuracy [95 % CI]",
+                 "AUBC micro-F1 [95 % CI]" if multi else "AUBC [95 % CI]", "Δ AUBC vs random (paired)"] + extra
                 + [f"contribution {m}" for m in mods]
                 + [f"repr. gap {m}" for m in mods] + ["reliance gap"])
         out.append("| " + " | ".join(head) + " |")
@@ -494,7 +515,10 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
             name = "full pool (reference)" if r["strategy"] == "full_pool" else r["strategy"]
             cells = [name, _band(r["final_acc"], r["final_acc_low"], r["final_acc_high"]),
                      _band(r["aubc"], r["aubc_low"], r["aubc_high"]),
-                     _pm(r["d_aubc_vs_random"], r["d_aubc_ci"])] + [f"{r[f'contribution:{m}']:.2f}" for m in mods] \
+                     _pm(r["d_aubc_vs_random"], r["d_aubc_ci"])] \
+                + [_band(r[f"final_{c}"], r[f"final_{c}_low"], r[f"final_{c}_high"])
+                   for c in (("macro_f1", "subset_accuracy") if multi else ())] \
+                + [f"{r[f'contribution:{m}']:.2f}" for m in mods] \
                 + [f"{r[f'representation_gap:{m}']:+.3f}" for m in mods] + [f"{r['reliance_gap']:.3f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")

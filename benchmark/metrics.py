@@ -6,6 +6,10 @@ small studies, so every number comes with a 95 % interval over seeds (for accura
 :func:`bounded_interval`, which never leaves [0, 1]); and pairwise penalty matrices
 (Ash et al. 2020, Lueth et al. 2023) count significant wins at every budget point instead of
 averaging differences away.
+
+Multi-label scenarios (rows with a ``micro_f1`` value) are summarised on micro-F1 instead of accuracy
+(:func:`headline_metric`; their ``accuracy`` is the subset accuracy, see :mod:`benchmark.scores`): every
+function whose ``y`` defaults to None picks each dataset's own metric, so one run can mix both kinds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from backend.data import DataError
+from benchmark.scores import HEADLINE
 
 REFERENCE = "full_pool"
 BASELINE = "random"
@@ -95,6 +100,16 @@ def dominance_threshold(n_modalities: int) -> float:
     return u + SHARE_MARGIN * (1.0 - u)
 
 
+def headline_metric(d: pd.DataFrame) -> str:
+    """The column curves and AUBC use for these rows (one dataset's): ``micro_f1`` when they are a
+    multi-label scenario's (the column holds values), else ``accuracy``."""
+    return HEADLINE[bool("micro_f1" in d.columns and d["micro_f1"].notna().any())]
+
+
+def _metric(d: pd.DataFrame, y: str | None) -> str:
+    return headline_metric(d) if y is None else y
+
+
 def _strategy_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["strategy"] != REFERENCE]
 
@@ -105,21 +120,24 @@ def _check(df: pd.DataFrame, cols: list[str]) -> None:
         raise DataError(f"results are missing columns {missing}")
 
 
-def aubc_table(df: pd.DataFrame, x: str = "cost", y: str = "accuracy") -> pd.DataFrame:
-    """Per (dataset, strategy, seed): AUBC in [0, 1] and final accuracy.
+def aubc_table(df: pd.DataFrame, x: str = "cost", y: str | None = None) -> pd.DataFrame:
+    """Per (dataset, strategy, seed): AUBC in [0, 1] and the final value of ``y`` (column ``final_accuracy``,
+    whatever ``y`` is; column ``metric`` names it). ``y`` None: each dataset's :func:`headline_metric`.
 
     AUBC = trapezoid area of ``y`` over ``x`` from the initial cost to the largest cost any strategy
     reached on that dataset, divided by that range; a curve that stopped early is held at its last
-    value. With no query rounds at all it is the initial accuracy.
+    value. With no query rounds at all it is the initial value.
     """
-    _check(df, ["dataset", "strategy", "seed", "round", x, y])
+    _check(df, ["dataset", "strategy", "seed", "round", x] + ([y] if y is not None else []))
     rows = []
     for ds, d in _strategy_rows(df).groupby("dataset", sort=False):
+        y_ds = _metric(d, y)
+        _check(d, [y_ds])
         lo = float(d.loc[d["round"] == 0, x].min()) if (d["round"] == 0).any() else float(d[x].min())
         hi = float(d[x].max())
         for (st, seed), c in d.groupby(["strategy", "seed"], sort=False):
             c = c.sort_values("round")
-            xs, ys = c[x].to_numpy(float), c[y].to_numpy(float)
+            xs, ys = c[x].to_numpy(float), c[y_ds].to_numpy(float)
             if hi > lo:
                 if xs[-1] < hi:
                     xs, ys = np.append(xs, hi), np.append(ys, ys[-1])
@@ -127,9 +145,9 @@ def aubc_table(df: pd.DataFrame, x: str = "cost", y: str = "accuracy") -> pd.Dat
             else:
                 area = float(ys[0])
             rows.append({"dataset": ds, "strategy": st, "seed": int(seed), "aubc": area,
-                         "final_accuracy": float(c[y].iloc[-1]),
-                         "final_cost": float(c[x].iloc[-1])})
-    return pd.DataFrame(rows, columns=["dataset", "strategy", "seed", "aubc", "final_accuracy", "final_cost"])
+                         "final_accuracy": float(c[y_ds].iloc[-1]),
+                         "final_cost": float(c[x].iloc[-1]), "metric": y_ds})
+    return pd.DataFrame(rows, columns=["dataset", "strategy", "seed", "aubc", "final_accuracy", "final_cost", "metric"])
 
 
 def summarize(table: pd.DataFrame, value: str, by: tuple[str, ...] = ("dataset", "strategy"),
@@ -150,28 +168,36 @@ def summarize(table: pd.DataFrame, value: str, by: tuple[str, ...] = ("dataset",
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "n"])
 
 
-def learning_curves(df: pd.DataFrame, y: str = "accuracy", x: str = "cost",
+def learning_curves(df: pd.DataFrame, y: str | None = None, x: str = "cost",
                     bounds: tuple[float, float] | None = ACCURACY_BOUNDS) -> pd.DataFrame:
-    """Per (dataset, strategy, round): mean ``x`` and mean ``y`` with a 95 % t interval over seeds, cut at
+    """Per (dataset, strategy, round): mean ``x`` and mean ``y`` (None: each dataset's
+    :func:`headline_metric`, named in column ``metric``) with a 95 % t interval over seeds, cut at
     ``bounds`` (default [0, 1]; :func:`bounded_interval`)."""
-    _check(df, ["dataset", "strategy", "round", x, y])
+    _check(df, ["dataset", "strategy", "round", x] + ([y] if y is not None else []))
     rows = []
-    for (ds, st, r), g in _strategy_rows(df).groupby(["dataset", "strategy", "round"], sort=False):
-        m, lo, hi = bounded_interval(g[y].to_numpy(), bounds=bounds)
-        rows.append({"dataset": ds, "strategy": st, "round": int(r), "x": float(g[x].mean()), "mean": m,
-                     "low": lo, "high": hi, "n": len(g)})
-    out = pd.DataFrame(rows, columns=["dataset", "strategy", "round", "x", "mean", "low", "high", "n"])
+    for ds, d in _strategy_rows(df).groupby("dataset", sort=False):
+        y_ds = _metric(d, y)
+        for (st, r), g in d.groupby(["strategy", "round"], sort=False):
+            m, lo, hi = bounded_interval(g[y_ds].to_numpy(), bounds=bounds)
+            rows.append({"dataset": ds, "strategy": st, "round": int(r), "x": float(g[x].mean()), "mean": m,
+                         "low": lo, "high": hi, "n": len(g), "metric": y_ds})
+    out = pd.DataFrame(rows, columns=["dataset", "strategy", "round", "x", "mean", "low", "high", "n", "metric"])
     return out.sort_values(["dataset", "strategy", "round"], kind="stable").reset_index(drop=True)
 
 
-def reference_lines(df: pd.DataFrame, y: str = "accuracy") -> pd.DataFrame:
-    """The full-pool model per dataset: mean and 95 % interval over seeds, inside [0, 1] (the upper reference)."""
+def reference_lines(df: pd.DataFrame, y: str | None = None) -> pd.DataFrame:
+    """The full-pool model per dataset: mean and 95 % interval over seeds of ``y`` (None: each dataset's
+    :func:`headline_metric`), inside [0, 1] (the upper reference)."""
     ref = df[df["strategy"] == REFERENCE]
-    return summarize(ref, y, by=("dataset",)) if len(ref) else pd.DataFrame(columns=["dataset", "mean", "low", "high", "n"])
+    parts = [summarize(g, _metric(df[df["dataset"] == ds], y), by=("dataset",))
+             for ds, g in ref.groupby("dataset", sort=False)]
+    empty = pd.DataFrame(columns=["dataset", "mean", "low", "high", "n"])
+    return pd.concat(parts, ignore_index=True) if parts else empty
 
 
-def penalty_matrix(df: pd.DataFrame, y: str = "accuracy", alpha: float = 0.05) -> pd.DataFrame:
-    """Pairwise penalty matrix (Ash et al. 2020; Lueth et al. 2023), normalised to [0, 1].
+def penalty_matrix(df: pd.DataFrame, y: str | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Pairwise penalty matrix (Ash et al. 2020; Lueth et al. 2023), normalised to [0, 1], on ``y``
+    (None: each dataset's :func:`headline_metric`).
 
     For each dataset and each budget point after round 0, a paired two-sided t-test over seeds
     compares strategies i and j; when i is significantly better, P[i, j] += 1 / L (L = the number
@@ -179,7 +205,7 @@ def penalty_matrix(df: pd.DataFrame, y: str = "accuracy", alpha: float = 0.05) -
     P[i, j] is the share of (dataset, budget) points where i beats j. Column means say how often a
     strategy loses.
     """
-    _check(df, ["dataset", "strategy", "seed", "round", y])
+    _check(df, ["dataset", "strategy", "seed", "round"] + ([y] if y is not None else []))
     d = _strategy_rows(df)
     strategies = list(dict.fromkeys(d["strategy"]))
     p = pd.DataFrame(0.0, index=strategies, columns=strategies)
@@ -189,7 +215,8 @@ def penalty_matrix(df: pd.DataFrame, y: str = "accuracy", alpha: float = 0.05) -
         rounds = sorted(sub["round"].unique())
         if not rounds:
             continue
-        wide = sub.pivot_table(index=["round", "seed"], columns="strategy", values=y, aggfunc="first")
+        wide = sub.pivot_table(index=["round", "seed"], columns="strategy", values=_metric(d[d["dataset"] == ds], y),
+                               aggfunc="first")
         for r in rounds:
             w = wide.loc[r]
             for i in strategies:

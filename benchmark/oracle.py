@@ -23,7 +23,8 @@ class BudgetError(DataError):
 
 @dataclass(frozen=True)
 class OracleConfig:
-    """noise_rate: share of answers replaced by a uniformly drawn *other* class.
+    """noise_rate: share of answers replaced by a uniformly drawn *other* class (label sets: by the true
+    set with one uniformly drawn class toggled, added or removed: still exactly one wrong answer).
     cost_per_item: fixed cost of every answer. cost_per_modality: extra cost per *present* modality,
     one number for all modalities or name -> cost."""
 
@@ -55,7 +56,8 @@ class OracleConfig:
 
 @dataclass
 class SimulatedOracle:
-    """Answers label requests for the items of ``dataset`` from its ``true_labels``.
+    """Answers label requests for the items of ``dataset`` from its ``true_labels`` (classes, or label sets
+    as (N, C) rows for a multi-label dataset: every answer is then a whole set).
 
     ``budget`` (cost units, None = unlimited) caps what :meth:`label` may spend in total.
     """
@@ -74,9 +76,14 @@ class SimulatedOracle:
         c = self.dataset.n_classes
         rng = np.random.default_rng(self.seed)
         flip = rng.random(len(truth)) < float(self.config.noise_rate)
-        other = (truth + rng.integers(1, c, len(truth))) % c if c > 1 else truth
+        if truth.ndim == 2:
+            other = truth.copy()
+            other[np.arange(len(truth)), rng.integers(0, c, len(truth))] ^= 1
+            flip = flip[:, None]
+        else:
+            other = (truth + rng.integers(1, c, len(truth))) % c if c > 1 else truth
         self.answers = np.where(flip, other, truth).astype(np.int64)
-        self.flipped = flip
+        self.flipped = flip.reshape(-1)
         per_mod = self.config.cost_per_modality
         names = self.dataset.modality_names
         if isinstance(per_mod, Mapping):

@@ -10,7 +10,9 @@ Why it is built this way (the evaluation pitfalls of active learning, Lueth et a
 - the training recipe is fixed per scenario and identical for every strategy; it can be chosen on
   validation data (never the test set) once per scenario with :func:`select_recipe`;
 - each round is evaluated on the held-out test set with the modality diagnostics
-  (:func:`backend.diagnostics.diagnose`), so reliance on one modality is measured, not guessed.
+  (:func:`backend.diagnostics.diagnose`), so reliance on one modality is measured, not guessed;
+  multi-label scenarios (label sets) also record ``micro_f1`` and ``subset_accuracy``, and their
+  ``accuracy`` is the subset accuracy (:mod:`benchmark.scores`).
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
 from backend.strategies.base import get_strategy
-from benchmark.anchor import ANCHOR_COLUMN, LinearProbeAnchor
+from benchmark.anchor import ANCHOR_COLUMNS, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
 from benchmark.scenarios import Scenario, is_real, make_scenario
+from benchmark.scores import HEADLINE, label_scores, predicted_labels
 from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig
 
 BASE_COLUMNS = ["dataset", "strategy", "seed", "round", "n_labeled", "cost", "accuracy", "macro_f1",
                 "query_seconds", "train_seconds"]
 TIMING_COLUMNS = ["query_seconds", "train_seconds"]
+MULTI_LABEL_COLUMNS = ["micro_f1", "subset_accuracy"]  # after macro_f1, in rows of multi-label scenarios
 
 
 def derive_seed(*parts: Any) -> int:
@@ -49,10 +53,16 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def result_columns(modalities: list[str], anchor: bool = False) -> list[str]:
+def result_columns(modalities: list[str], anchor: bool = False, multi_label: bool = False) -> list[str]:
     """The tidy results columns for a scenario with these modalities, in order (``anchor``: a real-data
-    scenario with feature vectors, which also records the linear-probe anchor's accuracy)."""
-    cols = list(BASE_COLUMNS) + ([ANCHOR_COLUMN] if anchor else [])
+    scenario with feature vectors, which also records the linear-probe anchor's scores; ``multi_label``:
+    label sets, which add :data:`MULTI_LABEL_COLUMNS` and the anchor's micro-F1)."""
+    cols = list(BASE_COLUMNS)
+    if multi_label:
+        at = cols.index("macro_f1") + 1
+        cols[at:at] = MULTI_LABEL_COLUMNS
+    if anchor:
+        cols += [ANCHOR_COLUMNS["accuracy"]] + ([ANCHOR_COLUMNS["micro_f1"]] if multi_label else [])
     for prefix in ("contribution", "unimodal_acc", "representation_gap"):
         cols += [f"{prefix}:{m}" for m in modalities]
     return cols + ["reliance_gap"]
@@ -138,7 +148,8 @@ def make_oracle(config: BenchmarkConfig, scenario: Scenario, seed: int) -> Simul
 
 
 def evaluate(model: TrainedFusionModel, scenario: Scenario) -> dict[str, float]:
-    """Test-set accuracy, macro F1 and modality diagnostics of one model.
+    """Test-set accuracy, macro F1 (label sets: also micro F1 and subset accuracy, :mod:`benchmark.scores`)
+    and modality diagnostics of one model.
 
     representation_gap:m = what modality m alone can reach on items having it (synthetic: Bayes, ground
     truth; real data: estimated by the same recipe trained on the whole pool with only m, see
@@ -147,17 +158,9 @@ def evaluate(model: TrainedFusionModel, scenario: Scenario) -> dict[str, float]:
     """
     test = scenario.test
     idx = np.arange(len(test))
-    y = test.labels
-    pred = model.predict(test, idx).probs.argmax(1).cpu().numpy()
-    c = test.n_classes
-    f1s = []
-    for k in range(c):
-        tp = int(((pred == k) & (y == k)).sum())
-        fp = int(((pred == k) & (y != k)).sum())
-        fn = int(((pred != k) & (y == k)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    pred = predicted_labels(model.predict(test, idx).probs, test.multi_label)
     diag = diagnose(model, test, idx, informativeness=scenario.modality_informativeness(), chance=scenario.chance)
-    out: dict[str, float] = {"accuracy": float((pred == y).mean()), "macro_f1": float(np.mean(f1s))}
+    out: dict[str, float] = label_scores(pred, test.labels, test.n_classes)
     names = scenario.modality_names
     for m in names:
         out[f"contribution:{m}"] = float(diag.contribution[m])
@@ -211,15 +214,13 @@ def _anchor(config: BenchmarkConfig, scenario: Scenario) -> LinearProbeAnchor | 
 
 
 def _row(scenario: Scenario, strategy: str, seed: int, rnd: int, n_labeled: int, cost: float, q_s: float, t_s: float,
-         metrics: Mapping[str, float], anchor: float | None = None) -> dict[str, Any]:
-    row: dict[str, Any] = {"dataset": scenario.name, "strategy": strategy, "seed": int(seed), "round": int(rnd),
-                           "n_labeled": int(n_labeled), "cost": float(cost), "accuracy": metrics["accuracy"],
-                           "macro_f1": metrics["macro_f1"], "query_seconds": float(q_s), "train_seconds": float(t_s)}
-    if anchor is not None:
-        row[ANCHOR_COLUMN] = float(anchor)
-    for col in result_columns(scenario.modality_names)[len(BASE_COLUMNS):]:  # anchor_acc comes from ``anchor``
-        row[col] = float(metrics[col])
-    return row
+         metrics: Mapping[str, float], anchor: Mapping[str, float] | None = None) -> dict[str, Any]:
+    fixed: dict[str, Any] = {"dataset": scenario.name, "strategy": strategy, "seed": int(seed), "round": int(rnd),
+                             "n_labeled": int(n_labeled), "cost": float(cost), "query_seconds": float(q_s),
+                             "train_seconds": float(t_s)}
+    values = {**metrics, **(anchor or {})}
+    cols = result_columns(scenario.modality_names, anchor is not None, scenario.pool.multi_label)
+    return {c: fixed[c] if c in fixed else float(values[c]) for c in cols}
 
 
 def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: int, *,
@@ -228,8 +229,8 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
 
     ``strategy == "full_pool"`` gives the upper reference instead: one row for the same recipe
     trained on the whole pool (with the oracle's answers). ``recipe``: the chosen candidate's overrides.
-    Real-data scenarios with feature vectors also record ``anchor_acc``: the linear-probe anchor
-    (:mod:`benchmark.anchor`) fitted on the same labelled items with the same answers.
+    Real-data scenarios with feature vectors also record ``anchor_acc`` (label sets: and ``anchor_micro_f1``):
+    the linear-probe anchor (:mod:`benchmark.anchor`) fitted on the same labelled items with the same answers.
     """
     if scenario_name not in config.scenarios:
         raise DataError(f"scenario '{scenario_name}' is not in this run's scenarios {list(config.scenarios)}")
@@ -242,8 +243,8 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
         ds = sc.pool.with_masks({})  # a private copy whose labels this cell fills in
         anchor = _anchor(config, sc)
 
-        def probe(rows: np.ndarray) -> float | None:
-            return None if anchor is None else anchor.accuracy(rows, ds.labels[rows])
+        def probe(rows: np.ndarray) -> dict[str, float] | None:
+            return None if anchor is None else anchor.scores(rows, ds.labels[rows])
 
         if strategy == REFERENCE_STRATEGY:
             every = np.arange(len(ds))
@@ -290,11 +291,12 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
 
 
 def select_recipe(config: BenchmarkConfig, scenario_name: str) -> dict[str, Any]:
-    """Choose a scenario's recipe among ``config.recipe_candidates`` by *validation* accuracy.
+    """Choose a scenario's recipe among ``config.recipe_candidates`` by *validation* accuracy (label sets:
+    micro-F1, the metric their curves use).
 
     Trained on ``tune_size`` randomly labelled pool items of the first seed (a mid-budget labelled
     set, strategy-independent), scored on the scenario's validation set. Returns
-    ``{"chosen": index, "overrides": {...}, "scores": [val accuracy per candidate], "n_labeled": k}``.
+    ``{"chosen": index, "overrides": {...}, "scores": [val score per candidate], "n_labeled": k}``.
     """
     seed = config.seeds[0]
     with torch_threads(config.threads):
@@ -317,8 +319,8 @@ def select_recipe(config: BenchmarkConfig, scenario_name: str) -> dict[str, Any]
         for i, cand in enumerate(config.recipe_candidates):
             fusion, train = resolve_recipe(config, sc, cand)
             model = train_model(ds, idx, fusion=fusion, train=train, seed=derive_seed("tune", sc.name, seed, i))
-            pred = model.predict(sc.val, np.arange(len(sc.val))).probs.argmax(1).cpu().numpy()
-            scores.append(float((pred == sc.val.labels).mean()))
+            pred = predicted_labels(model.predict(sc.val, np.arange(len(sc.val))).probs, sc.val.multi_label)
+            scores.append(label_scores(pred, sc.val.labels, sc.val.n_classes)[HEADLINE[sc.val.multi_label]])
         best = int(np.argmax(scores))  # first best on ties: deterministic
         return {"chosen": best, "overrides": dict(config.recipe_candidates[best]), "scores": scores, "n_labeled": k}
 

@@ -4,6 +4,8 @@ Why self-contained: a report is read long after the run, on another machine, oft
 images are embedded as base64 and nothing is fetched. Why the findings are computed, not written: the
 seed paper's three claims are stated as true or false from this run's numbers by fixed rules
 (:mod:`benchmark.metrics`), whatever they say, so a reader can check them against the tables.
+Multi-label scenarios are drawn and summarised on micro-F1 (:func:`benchmark.metrics.headline_metric`)
+and get their own table of micro-F1, macro-F1 and subset accuracy; a run may mix both kinds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from matplotlib.figure import Figure
 from backend.data import DataError
 from backend.diagnostics import informativeness_shares
 from benchmark import metrics as M
-from benchmark.anchor import ANCHOR_COLUMN
+from benchmark.anchor import ANCHOR_COLUMNS
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#393b79", "#ad494a", "#637939", "#843c39"]
@@ -65,13 +67,18 @@ def _truth(run: Mapping[str, Any], dataset: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def _first_summary(run: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The scenario summary of ``dataset``'s first seed in run.json ({} when absent)."""
+    return dict(next(iter(((run.get("scenarios") or {}).get(dataset) or {}).values()), {}))
+
+
 def _kind(run: Mapping[str, Any], dataset: str) -> str:
     """``"bayes"`` (synthetic ground truth) or ``"estimated"`` (real data: full-pool unimodal models)."""
-    per_seed = (run.get("scenarios") or {}).get(dataset) or {}
-    return str(next(iter(per_seed.values()), {}).get("informativeness_kind", "bayes"))
+    return str(_first_summary(run, dataset).get("informativeness_kind", "bayes"))
 
 
 _OPTIMUM = {"bayes": "Bayes optimum", "estimated": "estimated optimum (full-pool model)"}
+_METRIC_NAMES = {"accuracy": "accuracy", "micro_f1": "micro-F1"}
 _ALONE = {"bayes": "Bayes accuracy of the modality alone",
           "estimated": "accuracy of a full-pool model of the modality alone (real data: no ground truth)"}
 
@@ -89,7 +96,8 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 
 def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -> str:
-    """Accuracy over cost per scenario: mean and 95 % band per strategy, full-pool and optimum lines."""
+    """Accuracy (multi-label: micro-F1) over cost per scenario: mean and 95 % band per strategy, full-pool
+    and optimum lines (the optimum is an accuracy: not drawn on micro-F1 axes)."""
     curves = M.learning_curves(df)
     refs = M.reference_lines(df)
     datasets = list(dict.fromkeys(df["dataset"]))
@@ -112,24 +120,35 @@ def plot_learning_curves(df: pd.DataFrame, run: Mapping[str, Any], path: Path) -
             if np.isfinite(r["low"].iloc[0]):
                 ax.axhspan(float(r["low"].iloc[0]), float(r["high"].iloc[0]), color="black", alpha=0.06, lw=0)
         _plot_anchor(ax, df, ds)
+        metric = M.headline_metric(df[df["dataset"] == ds])
         t = _truth(run, ds)
-        if "all" in t:
+        if "all" in t and metric == "accuracy":
             ax.axhline(t["all"], color="grey", ls=":", lw=1, label=_OPTIMUM.get(_kind(run, ds), "optimum"))
         ax.set_title(ds, fontsize=10)
         ax.set_xlabel("labelling cost")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"test {_METRIC_NAMES.get(metric, metric)}")
         ax.grid(alpha=0.3)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    seen: dict[str, Any] = {}  # every line once, from whichever panel has it (an optimum line may be absent)
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=min(len(seen), 5), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path)
 
 
+def _anchor_column(df: pd.DataFrame, ds: str) -> str:
+    """The anchor's column on ``ds``'s curve metric (``anchor_acc``, or ``anchor_micro_f1`` for label sets)."""
+    return ANCHOR_COLUMNS[M.headline_metric(df[df["dataset"] == ds])]
+
+
 def _anchor_rows(df: pd.DataFrame, ds: str) -> pd.DataFrame:
     """Rows of ``ds`` whose labelled sets the anchor curve follows: random's (else the first strategy's)."""
-    if ANCHOR_COLUMN not in df.columns:
+    col = _anchor_column(df, ds)
+    if col not in df.columns:
         return df.iloc[0:0]
-    d = df[(df["dataset"] == ds) & (df["strategy"] != M.REFERENCE) & df[ANCHOR_COLUMN].notna()]
+    d = df[(df["dataset"] == ds) & (df["strategy"] != M.REFERENCE) & df[col].notna()]
     if d.empty:
         return d
     st = "random" if (d["strategy"] == "random").any() else d["strategy"].iloc[0]
@@ -141,11 +160,12 @@ def _plot_anchor(ax: Any, df: pd.DataFrame, ds: str) -> None:
     d = _anchor_rows(df, ds)
     if d.empty:
         return
-    c = d.groupby("round").agg(x=("cost", "mean"), y=(ANCHOR_COLUMN, "mean"))
+    col = _anchor_column(df, ds)
+    c = d.groupby("round").agg(x=("cost", "mean"), y=(col, "mean"))
     ax.plot(c["x"], c["y"], color="dimgrey", ls="-.", lw=1.2, label=f"linear probe ({d['strategy'].iloc[0]}'s labels)")
     full = df[(df["dataset"] == ds) & (df["strategy"] == M.REFERENCE)]
-    if len(full) and full[ANCHOR_COLUMN].notna().any():
-        ax.axhline(float(full[ANCHOR_COLUMN].mean()), color="dimgrey", ls="-.", lw=0.8, label="linear probe, full pool")
+    if len(full) and full[col].notna().any():
+        ax.axhline(float(full[col].mean()), color="dimgrey", ls="-.", lw=0.8, label="linear probe, full pool")
 
 
 def plot_modalities(df: pd.DataFrame, run: Mapping[str, Any], dataset: str, path: Path) -> str:
@@ -270,11 +290,42 @@ def _aubc_html(df: pd.DataFrame, families: Mapping[str, str]) -> str:
         if d.empty:
             anchor.append("")
             continue
-        x = M.summarize(M.aubc_table(d, y=ANCHOR_COLUMN), "aubc")
+        x = M.summarize(M.aubc_table(d, y=_anchor_column(df, ds)), "aubc")
         anchor.append(_ci(*x[["mean", "low", "high"]].iloc[0]))
     if any(anchor[1:]):
         rows.append(anchor)
-    return _table(["strategy"] + datasets, rows)
+    heads = [ds if M.headline_metric(df[df["dataset"] == ds]) == "accuracy" else f"{ds} (micro-F1)" for ds in datasets]
+    return _table(["strategy"] + heads, rows)
+
+
+def _multilabel_html(df: pd.DataFrame, run: Mapping[str, Any]) -> str:
+    """Per multi-label scenario: AUBC on micro-F1 and the final micro-F1, macro-F1 and subset accuracy of
+    every strategy (mean [95 % t interval over seeds, cut at [0, 1]]) and of the full-pool model ('' if none)."""
+    parts = []
+    for ds in dict.fromkeys(df["dataset"]):
+        d = df[df["dataset"] == ds]
+        if M.headline_metric(d) != "micro_f1":
+            continue
+        au = M.summarize(M.aubc_table(d), "aubc")
+        last = d[d["strategy"] != M.REFERENCE].sort_values("round").groupby(["strategy", "seed"]).tail(1)
+        cols = ("micro_f1", "macro_f1", "subset_accuracy")
+        rows = []
+        for st in dict.fromkeys(au["strategy"]):
+            a = au[au["strategy"] == st].iloc[0]
+            ls = last[last["strategy"] == st]
+            rows.append([f"<b>{html.escape(st)}</b>", _ci(a["mean"], a["low"], a["high"])]
+                        + [_ci(*M.bounded_interval(ls[c])) for c in cols])
+        ref = d[d["strategy"] == M.REFERENCE]
+        if len(ref):
+            rows.append(["<i>full pool (upper reference)</i>", ""] + [_ci(*M.bounded_interval(ref[c])) for c in cols])
+        first = _first_summary(run, ds)
+        size = first.get("label_cardinality")
+        what = (f"{first.get('n_classes', '?')} classes, {_f(size, 2)} per item in the pool" if size is not None
+                else "label sets")
+        parts.append(f"<h3>{html.escape(ds)}</h3><p>{html.escape(what)}.</p>"
+                     + _table(["strategy", "AUBC (micro-F1)", "final micro-F1", "final macro-F1",
+                               "final subset accuracy"], rows))
+    return "".join(parts)
 
 
 def _paired_html(df: pd.DataFrame) -> str:
@@ -374,15 +425,23 @@ def build_report(run_dir: str | Path) -> Path:
                  f"{df['seed'].nunique()} seeds; {len(df)} result rows; status {html.escape(str(run.get('status', '?')))}; "
                  f"wall time {_f(run.get('wall_seconds_total', float('nan')), 1)} s.</p>")
     parts.append("<h2>Findings: the seed paper's three claims on this run</h2>" + _claims_html(c1, c2, c3))
-    parts.append("<h2>Learning curves</h2><p>Mean test accuracy over seeds with 95 % t intervals cut at [0, 1]; "
-                 "dashed: the same "
+    parts.append("<h2>Learning curves</h2><p>Mean test accuracy (multi-label scenarios: micro-F1) over seeds with "
+                 "95 % t intervals cut at [0, 1]; dashed: the same "
                  "recipe trained on the whole pool (upper reference); dotted: "
                  f"{html.escape(_kinds_text(run, datasets, _OPTIMUM))}.</p>"
                  f"<img src='data:image/png;base64,{img_curves}'>")
-    parts.append("<h2>Area under the budget curve</h2><p>AUBC (accuracy over labelling cost, normalised to [0, 1]) "
-                 "mean [95 % t interval, cut at [0, 1]] over seeds; bold = best per scenario; below it the final "
-                 "accuracy.</p>"
+    parts.append("<h2>Area under the budget curve</h2><p>AUBC (accuracy over labelling cost, normalised to [0, 1]; "
+                 "micro-F1 for the scenarios marked so) mean [95 % t interval, cut at [0, 1]] over seeds; bold = best "
+                 "per scenario; below it the final accuracy (micro-F1).</p>"
                  + _aubc_html(df, families))
+    multi = _multilabel_html(df, run)
+    if multi:
+        parts.append("<h2>Multi-label scenarios</h2><p>Items carry sets of classes; a class is predicted when its "
+                     "sigmoid is at least 1/2. Micro-F1 pools every (item, class) decision; macro-F1 averages the "
+                     "per-class F1 (0 for a class never predicted correctly); subset accuracy counts items whose whole "
+                     "set is right (it is also these scenarios' <code>accuracy</code> column, and what their "
+                     "informativeness, head accuracies and representation gaps measure). Final budget, mean [95 % t "
+                     "interval] over seeds.</p>" + multi)
     paired = _paired_html(df)
     if paired:
         parts.append("<h2>New strategies against the best baseline (paired over seeds)</h2><p>AUBC of each strategy "
@@ -397,7 +456,7 @@ def build_report(run_dir: str | Path) -> Path:
     parts.append("<h2>Modality reliance over rounds</h2><p>Top: dataset-level Shapley contribution share of each "
                  "modality (dotted: the share its ground-truth informativeness deserves). Bottom: representation gap "
                  f"= {html.escape(_kinds_text(run, datasets, _ALONE))} minus the accuracy of the model's own head "
-                 "for it.</p>")
+                 "for it (multi-label: subset accuracies on both sides).</p>")
     for ds in datasets:
         parts.append(f"<h3>{html.escape(ds)}</h3><img src='data:image/png;base64,{img_mod[ds]}'>")
     parts.append("<h2>Scenarios and ground truth</h2>" + _scenarios_html(run, datasets))
@@ -425,8 +484,12 @@ def _scenarios_html(run: Mapping[str, Any], datasets: list[str]) -> str:
                      f"{first.get('n_pool', '?')} / {first.get('n_test', '?')}"])
     how = {"bayes": "Bayes-optimal accuracy of the generating process (Monte Carlo on fresh samples)",
            "estimated": "test accuracy of the recipe trained on the whole pool with that modality alone (real data)"}
-    return (f"<p>Informativeness = {html.escape(_kinds_text(run, datasets, how))}, mean over seeds.</p>" + _table(["scenario", "what it isolates", "each modality alone", "all together",
-                                            "chance", "presence rate", "pool / test"], rows))
+    multi = [ds for ds in datasets if _first_summary(run, ds).get("multi_label")]
+    sets = (f" Multi-label scenarios ({html.escape(', '.join(multi))}): subset accuracies (the most probable whole "
+            "set; chance = the most frequent set).") if multi else ""
+    return (f"<p>Informativeness = {html.escape(_kinds_text(run, datasets, how))}, mean over seeds.{sets}</p>"
+            + _table(["scenario", "what it isolates", "each modality alone", "all together", "chance", "presence rate",
+                      "pool / test"], rows))
 
 
 def _recipes_html(run: Mapping[str, Any], datasets: list[str]) -> str:

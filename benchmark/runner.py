@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 
 from backend.data import DataError
-from benchmark.protocol import (BASE_COLUMNS, build_scenario, default_cache_dir, has_scenario, remember_scenario,
-                                resolve_recipe, run_cell, scenario_key, select_recipe, write_json_atomic)
-from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig, resolve_strategies
+from benchmark.protocol import (build_scenario, default_cache_dir, has_scenario, remember_scenario,
+                                resolve_recipe, result_columns, run_cell, scenario_key, select_recipe,
+                                write_json_atomic)
+from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig, check_multi_label_strategies, resolve_strategies
 
 QUEUE_NAME = "mmal-benchmark"
 RUN_FORMAT = 1
@@ -176,8 +177,9 @@ def assemble(out: Path, config: BenchmarkConfig) -> pd.DataFrame:
             for k in r:
                 if k not in columns:
                     columns.append(k)
-    # base columns first, then per-modality columns in first-seen order, reliance_gap last
-    ordered = [c for c in BASE_COLUMNS if c in columns]
+    # base columns (with the multi-label and anchor ones) first, then per-modality columns in first-seen order,
+    # reliance_gap last: a run mixing single- and multi-label scenarios keeps one order
+    ordered = [c for c in result_columns([], anchor=True, multi_label=True) if c in columns and c != "reliance_gap"]
     ordered += [c for c in columns if c not in ordered and c != "reliance_gap"]
     if "reliance_gap" in columns:
         ordered.append("reliance_gap")
@@ -437,6 +439,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, queue: str | None
     max_cells: stop after this many new cells (for tests of interruption); on_cell: callback per cell.
     """
     config = resolve_strategies(config)
+    check_multi_label_strategies(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prev = _load_run_json(out)

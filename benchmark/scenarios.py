@@ -18,11 +18,18 @@ Named scenarios (``list_scenarios``): ``balanced``, ``difficulty``, ``redundancy
 ``base+modifier`` (e.g. ``difficulty+missing_mnar_30``, ``synergy+noisy``). Same name, parameters
 and seed give the same data, bit for bit.
 
-Real datasets (``list_scenarios(real=True)``): ``emoji`` (image + text) and ``mfeat`` (two feature views
-of handwritten digits) are replayed with the same simulated oracle, optionally with injected missing
-modalities (``emoji+missing_mnar_30``). So is a researcher's own file: a scenario whose base is a file
-name (``mine.jsonl``, ``export.json+missing_mcar_30``) is the dataset that the ``own_data`` parameter's
-spec of that name describes (:mod:`connectors.own_data`). Their informativeness is *estimated* (see
+Multi-label (``multilabel``, :func:`is_multi_label`): the cell fixes a *label set* instead of a class
+(some tags decided by modality ``a`` alone, some by ``b`` alone, some only by both). The Bayes-optimal
+predictor is then the most probable label set, so ground truth (``informativeness``) is a subset
+accuracy, the same quantity the diagnostics measure for the model's heads; the per-class accuracies of
+those predictions are in ``params["class_informativeness"]``.
+
+Real datasets (``list_scenarios(real=True)``): ``emoji`` (image + text), ``emoji_tags`` (the same emojis
+with label sets, multi-label) and ``mfeat`` (two feature views of handwritten digits) are replayed with
+the same simulated oracle, optionally with injected missing modalities (``emoji+missing_mnar_30``). So
+is a researcher's own file: a scenario whose base is a file name (``mine.jsonl``,
+``export.json+missing_mcar_30``) is the dataset that the ``own_data`` parameter's spec of that name
+describes (:mod:`connectors.own_data`). Their informativeness is *estimated* (see
 :func:`make_real_scenario`), not ground truth.
 """
 
@@ -48,6 +55,7 @@ import numpy as np
 from backend.data import UNLABELED, DataError, MultimodalDataset
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, train_model
+from benchmark.scores import hits, predicted_labels
 from connectors.own_data import is_own_data_name
 
 MODALITY_NAMES = ("a", "b", "c", "d", "e", "f")
@@ -78,9 +86,9 @@ class ModalityProcess:
 class Process:
     """The full generating process of a scenario (see the module docstring)."""
 
-    n_classes: int
+    n_classes: int  # label values: classes, or for multi-label the distinct label sets (rows of label_sets)
     cell_prior: np.ndarray  # (K,)
-    cell_label: np.ndarray  # (K,) int
+    cell_label: np.ndarray  # (K,) int: the label value of each cell
     mods: list[ModalityProcess]
     shared: float = 0.0  # std of the shared latent noise s (requires equal latent dims)
     nuisance: float = 1.0  # std of the class-free padding dimensions
@@ -88,6 +96,7 @@ class Process:
     corrupt_sigma: float = 5.0  # std of the corruption noise added to every dimension
     patterns: np.ndarray | None = None  # (P, M) bool presence patterns
     pattern_probs: np.ndarray | None = None  # (C, P) P(pattern | y)
+    label_sets: np.ndarray | None = None  # (C, n_tags) 0/1: each label value's set (multi-label only)
 
     def __post_init__(self) -> None:
         m = len(self.mods)
@@ -106,6 +115,10 @@ class Process:
     def names(self) -> list[str]:
         """Modality names in order."""
         return [md.name for md in self.mods]
+
+    def labels_of(self, values: np.ndarray) -> np.ndarray:
+        """Dataset labels of label values: the classes themselves, or their (n, n_tags) label sets."""
+        return values if self.label_sets is None else self.label_sets[values]
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, Any]:
         """Draw ``n`` items: features, masks, labels, and the hidden truth (cells, corruption)."""
@@ -312,6 +325,7 @@ class _Structure:
     sigmas: list[float]
     shared: float = 0.0
     roles: dict[str, str] = field(default_factory=dict)
+    class_names: list[str] | None = None  # default class0, class1, ...
 
 
 def _check_modalities(p: dict, lo: int = 2) -> int:
@@ -399,6 +413,44 @@ def _synergy(p: dict, rng: np.random.Generator) -> _Structure:
                       roles={MODALITY_NAMES[j]: "synergistic" for j in range(m)})
 
 
+def _multilabel(p: dict, rng: np.random.Generator) -> _Structure:
+    """Label sets over ``n_classes`` tags: ``tags_both`` synergistic tags, the rest split between 'a' and 'b'.
+
+    Each modality's latent is a cube: one dimension per bit it carries, at -1/2 or +1/2. Own tags are
+    bits of one modality (in the set with probability ``tag_rate``, read by that modality alone with
+    Bayes accuracy ``target``); a synergistic tag is the XOR of a fair bit in 'a' and one in 'b', so
+    each modality alone is at chance on it. ``rng`` is unused: the geometry is fixed, the rotations
+    into feature space differ per seed.
+    """
+    c = int(p["n_classes"])
+    if int(p["n_modalities"]) != 2:
+        raise DataError("multilabel is defined for n_modalities=2 (tags of 'a', tags of 'b', tags of both)")
+    both = p["tags_both"]
+    if isinstance(both, bool) or not isinstance(both, (int, np.integer)) or not 0 <= both <= c:
+        raise DataError(f"tags_both must be an integer in 0..n_classes ({c}), got {both!r}")
+    rate = float(p["tag_rate"])
+    if not 0.0 < rate < 1.0:
+        raise DataError(f"tag_rate must be in (0, 1), got {rate}")
+    n_a, n_b = -(-(c - both) // 2), (c - both) // 2
+    bits = n_a + n_b + 2 * both
+    if bits > 12:
+        raise DataError(f"multilabel needs 2^{bits} latent cells for {c} tags ({both} synergistic); "
+                        "use at most 12 bits (n_classes + tags_both <= 12)")
+    codes = np.array(list(product((0, 1), repeat=bits)), dtype=np.int64)
+    own, syn_a, syn_b = codes[:, :n_a + n_b], codes[:, n_a + n_b:n_a + n_b + both], codes[:, n_a + n_b + both:]
+    bit_rate = np.array([rate] * (n_a + n_b) + [0.5] * (2 * both))
+    prior = np.prod(np.where(codes == 1, bit_rate, 1.0 - bit_rate), axis=1)
+    labels = np.concatenate([own, syn_a ^ syn_b], axis=1)
+    means = [np.concatenate([own[:, :n_a], syn_a], axis=1) - 0.5, np.concatenate([own[:, n_a:], syn_b], axis=1) - 0.5]
+    sigma = calibrate_sigma(np.array([[-0.5], [0.5]]), np.array([1.0 - rate, rate]), np.array([0, 1]),
+                            float(p["target"]))
+    names = [f"tag_a{i}" for i in range(n_a)] + [f"tag_b{i}" for i in range(n_b)] + [f"tag_ab{i}" for i in range(both)]
+    syn = ", ".join(names[n_a + n_b:]) or "none"
+    roles = {"a": f"decides {', '.join(names[:n_a]) or 'no tag'} alone; with b: {syn}",
+             "b": f"decides {', '.join(names[n_a:n_a + n_b]) or 'no tag'} alone; with a: {syn}"}
+    return _Structure(prior, labels, means, [sigma, sigma], roles=roles, class_names=names)
+
+
 _BASES: dict[str, tuple[Callable[[dict, np.random.Generator], _Structure], dict[str, Any], str]] = {
     "balanced": (_balanced, {"target": 0.80},
                  "both modalities equally informative about the same label (redundant in what they carry)"),
@@ -410,7 +462,11 @@ _BASES: dict[str, tuple[Callable[[dict, np.random.Generator], _Structure], dict[
                    "the label is a pair of factors, one carried only by 'a' and one only by 'b'"),
     "synergy": (_synergy, {"target_factor": 0.95, "n_classes": 2},
                 "the label is the modular sum (XOR for 2 classes) of a code in each modality: each alone is at chance"),
+    "multilabel": (_multilabel, {"n_classes": 5, "tags_both": 1, "tag_rate": 0.3, "target": 0.9},
+                   "multi-label: each item has a set of 5 tags, 2 decided by 'a' alone, 2 by 'b' alone (each about "
+                   "90 %), 1 the XOR of both (each alone at chance)"),
 }
+MULTI_LABEL_BASES = ("multilabel",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,8 +479,9 @@ class Scenario:
     pool: the unlabelled training pool (``labels`` all UNLABELED, ``true_labels`` set: the oracle's answers).
     val: labelled validation items (recipe selection only). test: labelled held-out items.
     informativeness: Bayes-optimal accuracy from each modality alone (with its presence), ``"all"``
-    from every modality, ``"chance"`` from none. informativeness_present: each modality alone on
-    the items that have it (what a unimodal head can reach; the representation-gap reference).
+    from every modality, ``"chance"`` from none (multi-label: subset accuracies, whole sets right).
+    informativeness_present: each modality alone on the items that have it (what a unimodal head can
+    reach; the representation-gap reference).
     informativeness_kind: ``"bayes"`` (synthetic: ground truth of the generating process) or
     ``"estimated"`` (real data: a full-pool unimodal model of the same recipe, see
     :func:`make_real_scenario`).
@@ -456,11 +513,14 @@ class Scenario:
         return {k: self.informativeness[k] for k in self.modality_names}
 
     def summary(self) -> dict[str, Any]:
-        """JSON-safe description for run.json and the report."""
+        """JSON-safe description for run.json and the report (multi-label: also the mean set size of the pool)."""
+        multi = self.pool.multi_label
+        sizes = {"label_cardinality": float(self.pool.true_labels.sum(axis=1).mean())} if multi else {}
         return {
             "name": self.name, "description": self.description, "params": self.params,
             "n_pool": len(self.pool), "n_val": len(self.val), "n_test": len(self.test),
-            "n_classes": self.pool.n_classes, "modalities": self.modality_names, "roles": self.roles,
+            "n_classes": self.pool.n_classes, "multi_label": multi, **sizes,
+            "modalities": self.modality_names, "roles": self.roles,
             "informativeness": self.informativeness, "informativeness_present": self.informativeness_present,
             "informativeness_kind": self.informativeness_kind, "chance": self.chance,
             "fusion": self.fusion.to_dict(), "train": self.train.to_dict(),
@@ -529,6 +589,22 @@ def is_real(name: str) -> bool:
     return _is_real_base(parse_name(name)[0])
 
 
+def is_multi_label(name: str) -> bool:
+    """True when the scenario ``name`` labels items with sets of classes (``multilabel``, ``emoji_tags``, with
+    any modifiers), known from the name alone so a run can refuse unfit strategies before building anything."""
+    base = parse_name(name)[0]
+    return base in MULTI_LABEL_BASES or bool(REAL_DATASETS.get(base, {}).get("multi_label"))
+
+
+def presence_strata(labels: np.ndarray) -> np.ndarray:
+    """(n,) what class-dependent (MNAR) missingness depends on: the class, or for (n, C) label sets the
+    lowest-numbered class of the set (C for the empty set), a fixed rule that needs no frequencies."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        return labels
+    return np.where(labels.any(axis=1), labels.argmax(axis=1), labels.shape[1])
+
+
 def list_scenarios(real: bool = False) -> dict[str, str]:
     """Named scenarios (combinations are built with '+', see :func:`parse_name`) -> description.
 
@@ -544,6 +620,7 @@ def list_scenarios(real: bool = False) -> dict[str, str]:
     out["difficulty+missing_mnar_30"] = "the imbalance trap with class-dependent missing modalities"
     out["difficulty+noisy"] = "the imbalance trap with 30 % corrupted copies per modality"
     out["synergy+missing_mcar_30"] = "XOR across modalities with 30 % of each modality missing"
+    out["multilabel+missing_mnar_30"] = "multi-label tags with 30 % of each modality missing, depending on the tags"
     if real:
         for ds, spec in REAL_DATASETS.items():
             out[ds] = f"real: {spec['description']}"
@@ -561,6 +638,8 @@ def _seed_sequence(name: str, seed: int) -> np.random.SeedSequence:
 
 
 def _presence(p: dict, names: list[str], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(patterns (P, M), P(pattern | stratum) (n_classes, P)); strata are classes, or for label sets the
+    C + 1 values of :func:`presence_strata` (pass ``n_classes`` = C + 1)."""
     m = len(names)
     kind, rate = p.get("missing"), float(p.get("missing_rate") or 0.0)
     if kind is None or rate == 0.0:
@@ -640,6 +719,12 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     ss = _seed_sequence(name, seed)
     g_geo, g_pool, g_val, g_test, g_mc = (np.random.default_rng(s) for s in ss.spawn(5))
     st = builder(p, g_geo)
+    # label values: the classes, or (multi-label) the distinct label sets, each cell mapped to its value
+    sets, value = None, st.cell_label
+    if st.cell_label.ndim == 2:
+        sets, value = np.unique(st.cell_label, axis=0, return_inverse=True)
+        value = value.reshape(-1)
+    n_values = c if sets is None else len(sets)
     noise = float(p["noise"])
     mods = [ModalityProcess(names[j], dims[j], st.means[j], st.sigmas[j] * noise, _rotation(dims[j], g_geo))
             for j in range(m)]
@@ -649,19 +734,25 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     cmods = p.get("corrupt_modalities") or names
     if set(cmods) - set(names):
         raise DataError(f"corrupt_modalities {sorted(set(cmods) - set(names))} are not modalities ({names})")
-    patterns, pattern_probs = _presence(p, names, c)
-    proc = Process(c, st.cell_prior, st.cell_label, mods, shared=st.shared * noise,
+    if sets is None:
+        patterns, pattern_probs = _presence(p, names, c)
+    else:  # MNAR on label sets: the rate follows the set's presence stratum (see presence_strata)
+        patterns, pattern_probs = _presence(p, names, c + 1)
+        pattern_probs = pattern_probs[presence_strata(sets)]
+    proc = Process(n_values, st.cell_prior, value, mods, shared=st.shared * noise,
                    corrupt_rate=np.array([crate if k in cmods else 0.0 for k in names]),
-                   corrupt_sigma=float(p["corrupt_sigma"]), patterns=patterns, pattern_probs=pattern_probs)
+                   corrupt_sigma=float(p["corrupt_sigma"]), patterns=patterns, pattern_probs=pattern_probs,
+                   label_sets=sets)
 
-    class_names = [f"class{i}" for i in range(c)]
+    class_names = st.class_names or [f"class{i}" for i in range(c)]
 
     def build(n: int, rng: np.random.Generator, labelled: bool, prefix: str) -> tuple[MultimodalDataset, dict]:
         s = proc.sample(n, rng)
-        labels = s["y"].copy() if labelled else np.full(n, UNLABELED, dtype=np.int64)
+        truth = proc.labels_of(s["y"])
+        labels = truth.copy() if labelled else np.full(truth.shape, UNLABELED, dtype=np.int64)
         ds = MultimodalDataset(s["features"], labels, class_names, s["masks"],
                                ids=np.array([f"{prefix}{i}" for i in range(n)], dtype=object),
-                               true_labels=s["y"], meta={"scenario": name, "seed": int(seed)})
+                               true_labels=truth, meta={"scenario": name, "seed": int(seed)})
         return ds, s
 
     pool, s_pool = build(int(p["n_items"]), g_pool, False, "p")
@@ -671,14 +762,17 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     mc = proc.sample(int(p["mc_samples"]), g_mc)
     info: dict[str, float] = {}
     info_present: dict[str, float] = {}
-    for k in names:
-        pred = proc.bayes_predict(mc["features"], mc["masks"], use=[k])
-        hit = pred == mc["y"]
+    per_class: dict[str, list[float]] = {}  # multi-label: accuracy of each tag in the Bayes-optimal sets
+    for k in [*names, "all"]:
+        pred = proc.bayes_predict(mc["features"], mc["masks"], use=None if k == "all" else [k])
+        hit = pred == mc["y"]  # one label value = one whole label set: subset accuracy for multi-label
         info[k] = float(hit.mean())
-        info_present[k] = float(hit[mc["masks"][k]].mean()) if mc["masks"][k].any() else float("nan")
-    info["all"] = float((proc.bayes_predict(mc["features"], mc["masks"]) == mc["y"]).mean())
-    class_prior = np.bincount(st.cell_label, weights=st.cell_prior, minlength=c)
-    chance = float(class_prior.max())
+        if k != "all":
+            info_present[k] = float(hit[mc["masks"][k]].mean()) if mc["masks"][k].any() else float("nan")
+        if sets is not None:
+            per_class[k] = [float(v) for v in (sets[pred] == sets[mc["y"]]).mean(axis=0)]
+    value_prior = np.bincount(value, weights=st.cell_prior, minlength=n_values)
+    chance = float(value_prior.max())  # the most probable class (multi-label: label set) for every item
     info["chance"] = chance
 
     f_def, t_def = default_recipe(base, c)
@@ -688,6 +782,9 @@ def make_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = Non
     params_out["sigmas"] = [float(md.sigma) for md in mods]
     params_out["shared_sigma"] = float(proc.shared)
     params_out["mc_stderr"] = float(math.sqrt(0.25 / int(p["mc_samples"])))
+    if sets is not None:
+        params_out["class_informativeness"] = {k: dict(zip(class_names, v)) for k, v in per_class.items()}
+        params_out["class_rate"] = dict(zip(class_names, np.round(value_prior @ sets, 6).tolist()))
     desc = description
     if over.get("missing"):
         desc += f"; each of {p.get('missing_modalities') or names} absent for {int(round(100 * p['missing_rate']))} % " \
@@ -708,6 +805,12 @@ REAL_DATASETS: dict[str, dict[str, Any]] = {
         "description": "1,906 emojis: image (Google 64-px PNG) + text (name and short names), 9 categories; "
                        "which modality is stronger depends on the featurizers and the labelled budget",
         "val_size": 200, "test_size": 400,
+        "roles": {"image": "emoji picture", "text": "emoji name and short names"},
+    },
+    "emoji_tags": {
+        "description": "the 1,906 emojis with label sets: the words of their category and subcategory names "
+                       "that tag at least 30 emojis (32 tags, 1.93 per emoji, none empty; multi-label)",
+        "val_size": 200, "test_size": 400, "multi_label": True,
         "roles": {"image": "emoji picture", "text": "emoji name and short names"},
     },
     "mfeat": {
@@ -750,7 +853,7 @@ def _load_real(dataset: str, featurizers: str, views: tuple[str, ...], label: st
     """The featurized dataset, memoised per process (read-only: callers take subsets, never mutate it)."""
     from connectors.datasets import load_featurized
 
-    params: dict[str, Any] = {"views": views} if dataset == "mfeat" else {"label": label}
+    params: dict[str, Any] = {"views": views} if dataset == "mfeat" else {"label": label} if dataset == "emoji" else {}
     return load_featurized(dataset, featurizers=featurizers, cache_dir=cache_dir, progress=sys.stderr.isatty(),
                            **params)
 
@@ -813,11 +916,12 @@ def _sub_seed(*parts: Any) -> int:
 
 def _inject_missing(ds: MultimodalDataset, patterns: np.ndarray, pattern_probs: np.ndarray,
                     rng: np.random.Generator) -> MultimodalDataset:
-    """Draw a presence pattern per item given its true class (as the synthetic process does) and apply it.
+    """Draw a presence pattern per item given its true class (label sets: :func:`presence_strata`), as the
+    synthetic process does, and apply it.
 
     An item of a file that already lacks some modality could lose its last one: it keeps what it had.
     """
-    y = ds.true_labels
+    y = presence_strata(ds.true_labels)
     cum = np.cumsum(pattern_probs[y], axis=1)
     u = rng.random(len(ds))[:, None]
     pat = np.minimum((u >= cum).sum(axis=1), len(patterns) - 1)
@@ -849,7 +953,8 @@ def estimate_informativeness(name: str, seed: int, pool: MultimodalDataset, test
     modality marked absent (the oracle's answers for every item), then scored on the test split with
     the other modalities dropped. Returns (accuracy on every test item, as the synthetic
     ``informativeness``, including what m's presence says; accuracy on test items having m, the
-    representation-gap reference). Cached on disk by (data, recipe, seed); computed with one torch thread.
+    representation-gap reference); for label sets both are subset accuracies (:mod:`benchmark.scores`).
+    Cached on disk by (data, recipe, seed); computed with one torch thread.
     """
     names = pool.modality_names
     blob = json.dumps({"name": name, "seed": int(seed), "data": _data_digest(pool, test),
@@ -875,8 +980,8 @@ def estimate_informativeness(name: str, seed: int, pool: MultimodalDataset, test
             others = [k for k in names if k != m]
             only = lab.with_masks({k: np.zeros(len(lab), dtype=bool) for k in others})
             model = train_model(only, every, fusion=fusion, train=train, seed=_sub_seed("informativeness", name, seed, m))
-            pred = model.predict(test, tidx, drop=others).probs.argmax(1).cpu().numpy()
-            hit = pred == test.labels
+            pred = predicted_labels(model.predict(test, tidx, drop=others).probs, test.multi_label)
+            hit = hits(pred, test.labels)
             info[m] = float(hit.mean())
             has = test.masks[m]
             present[m] = float(hit[has].mean()) if has.any() else float("nan")
@@ -893,6 +998,13 @@ def estimate_informativeness(name: str, seed: int, pool: MultimodalDataset, test
     return info, present
 
 
+def _chance(truth: np.ndarray, n_classes: int) -> float:
+    """Share of the most frequent class (label sets: the most frequent whole set) among ``truth``."""
+    if truth.ndim == 2:
+        return float(np.unique(truth, axis=0, return_counts=True)[1].max() / len(truth))
+    return float(np.bincount(truth, minlength=n_classes).max() / len(truth))
+
+
 def _positive_int(key: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise DataError(f"{key} must be a positive integer, got {v!r}")
@@ -901,8 +1013,8 @@ def _positive_int(key: str, v: Any) -> int:
 
 def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None = None,
                        train: TrainConfig | None = None, **params: Any) -> Scenario:
-    """A real dataset as a benchmark scenario: ``emoji``, ``mfeat`` or an own file (``mine.jsonl``, described
-    by the ``own_data`` parameter), optionally ``+missing_{mcar,mnar}_<pct>``.
+    """A real dataset as a benchmark scenario: ``emoji``, ``emoji_tags`` (label sets), ``mfeat`` or an own file
+    (``mine.jsonl``, described by the ``own_data`` parameter), optionally ``+missing_{mcar,mnar}_<pct>``.
 
     - Features come through the on-disk feature cache (:func:`real_cache_dir`), so only the first
       build encodes anything; ``featurizers`` is ``"simple"`` (default; fast) or ``"pretrained"``.
@@ -914,9 +1026,10 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
       are ignored.
     - Missing modalities are injected into every split exactly as in the synthetic scenarios
       (``missing``, ``missing_rate``, ``missing_modalities``, ``mnar_strength``): each item keeps at
-      least one modality; under MNAR the rate depends on the class.
+      least one modality; under MNAR the rate depends on the class (label sets: :func:`presence_strata`).
     - ``informativeness`` is *estimated* by :func:`estimate_informativeness` (a full-pool unimodal model
-      of the same recipe), not ground truth; ``chance`` is the largest class share of the dataset.
+      of the same recipe), not ground truth; ``chance`` is the largest class share of the dataset (label
+      sets: the share of the most frequent whole set; both are subset accuracies then).
     """
     base, over = parse_name(name)
     if not _is_real_base(base):
@@ -965,7 +1078,7 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
     if cap is not None and cap < len(pool):
         _, _, pool = split_dataset(pool, n_val=0, n_test=cap, seed=_sub_seed("cap", base, seed))
         pool.labels[:] = UNLABELED
-    patterns, pattern_probs = _presence(p, names, c)
+    patterns, pattern_probs = _presence(p, names, c + 1 if full.multi_label else c)
     g_pool, g_val, g_test = (np.random.default_rng(s) for s in ss.spawn(3))
     if len(patterns) > 1:
         pool = _inject_missing(pool, patterns, pattern_probs, g_pool)
@@ -977,7 +1090,7 @@ def make_real_scenario(name: str, seed: int = 0, *, fusion: FusionConfig | None 
     f_def, t_def = default_recipe(base, c)
     fusion, train = fusion or f_def, train or t_def
     info, info_present = estimate_informativeness(name, seed, pool, test, fusion, train, cache)
-    chance = float(np.bincount(full.true_labels, minlength=c).max() / len(full))
+    chance = _chance(full.true_labels, c)
     info = {**info, "chance": chance}
 
     params_out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}

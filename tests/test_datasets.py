@@ -56,6 +56,58 @@ def test_emoji_subcategory_variant_and_integrity():
         load_dataset("emoji", root="/nonexistent")
 
 
+EMOJI_TAGS = {"activities": 85, "activity": 57, "alphanum": 39, "animal": 130, "animals/nature": 159,
+              "body/people": 386, "clothing": 47, "country": 259, "drink/food": 131, "emotion/smileys": 169,
+              "face": 130, "family": 37, "fantasy": 32, "flag/flags": 270, "geometric": 34, "gesture": 30, "ground": 50,
+              "hand": 43, "mammal": 66, "objects": 264, "other": 65, "person": 288, "place": 66, "places/travel": 218,
+              "prepared": 34, "role": 82, "sky/weather": 47, "sport": 70, "symbol": 58, "symbols": 224, "time": 31,
+              "transport": 85}
+
+
+def test_tag_sets_words_threshold_and_merged_duplicates():
+    from connectors.datasets.emoji_tags import tag_sets
+
+    names = [("Food & Drink", "food-fruit"), ("Food & Drink", "drink"), ("Sky & Weather", "sky-cloud"),
+             ("Food & Drink", "food-fruit")]
+    tags, sets = tag_sets(names, min_count=2)
+    # "and" is no tag; food and drink tag the same items (one tag); fruit twice; sky/weather once each: dropped
+    assert tags == ["drink/food", "fruit"]
+    assert sets.tolist() == [[1, 1], [1, 0], [0, 0], [1, 1]]
+    with pytest.raises(DataError, match="min_count"):
+        tag_sets(names, min_count=0)
+
+
+def test_emoji_tags_label_sets_and_counts(emoji):
+    tags = load_dataset("emoji_tags")
+    assert tags.multi_label and tags.labels.shape == (1906, 32) and (tags.labels == UNLABELED).all()
+    assert np.array_equal(tags.ids, emoji.ids) and tags.modalities["text"] == emoji.modalities["text"]
+    counts = dict(zip(tags.class_names, tags.true_labels.sum(axis=0).tolist()))
+    assert counts == EMOJI_TAGS == tags.meta["tag_counts"] and min(counts.values()) >= 30
+    size = tags.true_labels.sum(axis=1)
+    assert size.min() == 1 and size.max() == 3 and size.mean() == pytest.approx(1.934, abs=1e-3)  # never empty
+    assert len({tuple(r) for r in tags.true_labels}) == 39
+    # every category contributes its tag; a tag can cut across categories
+    cat = np.array([emoji.class_names[y] for y in emoji.true_labels])
+    col = {t: tags.true_labels[:, j].astype(bool) for j, t in enumerate(tags.class_names)}
+    assert np.array_equal(col["body/people"], cat == "People & Body")
+    assert np.array_equal(col["objects"], cat == "Objects")
+    assert set(cat[col["sport"]]) == {"People & Body", "Activities"}
+    first = dict(zip(tags.class_names, tags.true_labels[0]))  # grinning face: Smileys & Emotion / face-smiling
+    assert {t for t, v in first.items() if v} == {"emotion/smileys", "face"}
+    assert "emoji_tags" in list_datasets()
+
+
+def test_split_dataset_stratifies_label_sets():
+    tags = load_dataset("emoji_tags")
+    pool, val, test = split_dataset(tags, n_val=200, n_test=400, seed=0)
+    assert (len(pool), len(val), len(test)) == (1306, 200, 400)
+    assert pool.labels.shape == (1306, 32) and (pool.labels == UNLABELED).all()
+    assert (test.labels == test.true_labels).all()
+    assert pool.true_labels.sum(axis=0).min() >= 15 and test.true_labels.sum(axis=0).min() >= 4  # every tag in each
+    again = split_dataset(tags, n_val=200, n_test=400, seed=0)[2]
+    assert np.array_equal(again.ids, test.ids)
+
+
 def test_emoji_images_decode(emoji):
     from PIL import Image
 

@@ -74,6 +74,27 @@ def test_emoji_end_to_end_with_simple_featurizers(tmp_path, cache):
     assert "Bayes" not in page
 
 
+def test_emoji_tags_multi_label_end_to_end(tmp_path, cache):
+    name = "emoji_tags+missing_mnar_30"
+    cfg = BenchmarkConfig(suite="test", scenarios=(name,), strategies=("random", "margin"), seeds=(0,),
+                          scenario_params={"n_items": 150, "val_size": 50, "test_size": 150, "featurizers": "simple"},
+                          n_initial=20, batch_size=10, rounds=1, train_overrides={"epochs": 4, "patience": 2},
+                          reference=False)
+    df = run_benchmark(cfg, tmp_path / "run", progress=False)
+    assert list(df.columns) == result_columns(["image", "text"], multi_label=True)  # pixels/tokens: no anchor
+    assert df["n_labeled"].tolist() == [20, 30, 20, 30] and (df["accuracy"] == df["subset_accuracy"]).all()
+    assert df[["micro_f1", "macro_f1"]].stack().between(0, 1).all()
+    summ = json.loads((tmp_path / "run" / "run.json").read_text())["scenarios"][name]["0"]
+    assert summ["multi_label"] and summ["n_classes"] == 32 and summ["informativeness_kind"] == "estimated"
+    assert summ["chance"] == pytest.approx(259 / 1906)  # the most frequent whole set: {country, flag/flags}
+    assert set(summ["informativeness"]) == {"image", "text", "chance"}
+    assert all(0 <= summ["informativeness"][m] <= 1 for m in ("image", "text"))
+    assert 0.5 < summ["presence_rate"]["image"] < 1 and 0.5 < summ["presence_rate"]["text"] < 1
+    sc = make_scenario(name, 0, **cfg.scenario_params)
+    assert sc.pool.multi_label and (sc.pool.labels == UNLABELED).all() and sc.pool.true_labels.sum(axis=1).min() >= 1
+    assert sc.pool.presence_matrix().any(axis=1).all()
+
+
 def test_mfeat_missing_mcar_30_through_the_cli(tmp_path, cache):
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["benchmark", "run", "--suite", "smoke", "--dataset", "mfeat", "--missing-rate", "0.3",

@@ -226,6 +226,23 @@ def test_rq_workers_give_identical_results(tmp_path):
     conn.flushdb()
 
 
+def test_rq_worker_runs_multi_label_cells_identically(tmp_path):
+    conn = _redis()
+    conn.flushdb()
+    cfg = TINY.with_(scenarios=("multilabel+missing_mcar_30",), seeds=(0,), reference=False)
+    local = run_benchmark(cfg, tmp_path / "local", progress=False)
+    assert local["micro_f1"].notna().all() and local["subset_accuracy"].notna().all()
+    workers = _start_workers(1, tmp_path / "worker-cache")
+    try:
+        queued = run_benchmark(cfg, tmp_path / "rq", progress=False, queue=REDIS_URL, poll_s=0.2)
+    finally:
+        _stop_workers(workers)
+    assert results_identical(local, queued)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "rq" / "cells").glob("*.json")]
+    assert len(records) == 2 and all(r["pid"] != os.getpid() for r in records)
+    conn.flushdb()
+
+
 def test_unreachable_queue_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="cannot reach the queue"):
         run_benchmark(TINY, tmp_path, progress=False, queue="redis://127.0.0.1:1/0")

@@ -3,6 +3,7 @@
     from connectors.datasets import load_dataset, load_featurized, split_dataset
     ds = load_dataset("emoji")                                   # raw: PNG bytes + text, 9 classes
     ds = load_dataset("emoji", label="subcategory")              # 98 classes
+    ds = load_dataset("emoji_tags")                              # label sets: 32 tags from the category names
     ds = load_dataset("mfeat", views=("fou", "kar"))             # vectors, any 2..6 of 6 views
     fz = load_featurized("emoji", featurizers="pretrained", cache_dir=".mmal-cache/features")
     pool, val, test = split_dataset(fz, n_val=200, n_test=400, seed=0)
@@ -20,12 +21,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from backend.data import UNLABELED, DataError, MultimodalDataset
+from backend.data import UNLABELED, DataError, MultimodalDataset, label_strata
 from connectors.datasets.emoji import load_emoji
+from connectors.datasets.emoji_tags import load_emoji_tags
 from connectors.datasets.mfeat import load_mfeat
 
 __all__ = ["load_dataset", "list_datasets", "register_dataset", "load_featurized", "default_featurizers",
-           "split_dataset", "load_emoji", "load_mfeat"]
+           "split_dataset", "load_emoji", "load_emoji_tags", "load_mfeat"]
 
 _DATASETS: dict[str, tuple[Callable[..., MultimodalDataset], str]] = {}
 
@@ -39,6 +41,8 @@ def register_dataset(name: str, loader: Callable[..., MultimodalDataset], descri
 
 register_dataset("emoji", load_emoji, "1,906 emojis: 64-px Google PNG + name/short names; 9 categories "
                  "(label='subcategory': 98); MIT metadata, Apache-2.0 images")
+register_dataset("emoji_tags", load_emoji_tags, "the 1,906 emojis with label sets: 32 tags from the words of their "
+                 "category and subcategory names (words on >= 30 emojis; 1.93 tags per emoji)")
 register_dataset("mfeat", load_mfeat, "UCI Multiple Features: 2,000 handwritten digits, 6 feature views "
                  "(choose 2..6 with views=), 10 classes; CC BY 4.0")
 
@@ -111,7 +115,8 @@ def split_dataset(dataset: MultimodalDataset, n_val: int | float = 0.1, n_test: 
 
     Sizes are counts or fractions of the dataset. The pool keeps every label UNLABELED (the oracle answers
     from ``true_labels``); val and test are labelled. Deterministic under ``seed``; each class is split in
-    proportion (largest remainders), so small classes still appear in the pool.
+    proportion (largest remainders), so small classes still appear in the pool. Label sets are stratified
+    by the rarest class of each set (:func:`backend.data.label_strata`).
     """
     if dataset.true_labels is None:
         raise DataError("split_dataset needs true_labels (the ground truth)")
@@ -125,7 +130,7 @@ def split_dataset(dataset: MultimodalDataset, n_val: int | float = 0.1, n_test: 
     if sizes[0] + sizes[1] >= n:
         raise DataError(f"n_val + n_test = {sizes[0] + sizes[1]} leaves no pool out of {n} items")
     rng = np.random.default_rng(seed)
-    y = dataset.true_labels
+    y = label_strata(dataset.true_labels)
     # per-class quotas by largest remainders, then a random permutation inside each class
     parts: dict[str, list[np.ndarray]] = {"val": [], "test": [], "pool": []}
     classes = np.unique(y)
@@ -149,6 +154,6 @@ def split_dataset(dataset: MultimodalDataset, n_val: int | float = 0.1, n_test: 
     for key in ("pool", "val", "test"):
         idx = np.sort(np.concatenate(parts[key]))
         sub = dataset.subset(idx)
-        sub.labels = np.full(len(sub), UNLABELED, dtype=np.int64) if key == "pool" else sub.true_labels.copy()
+        sub.labels = np.full(sub.labels.shape, UNLABELED, dtype=np.int64) if key == "pool" else sub.true_labels.copy()
         out.append(sub)
     return out[0], out[1], out[2]
