@@ -678,10 +678,15 @@ def _presence(p: dict, names: list[str], n_classes: int) -> tuple[np.ndarray, np
 
 
 def default_recipe(base: str, n_classes: int) -> tuple[FusionConfig, TrainConfig]:
-    """The fixed per-scenario training recipe (identical for every strategy; see benchmark.protocol)."""
+    """The fixed per-scenario training recipe (identical for every strategy; see benchmark.protocol).
+
+    ``recipe="auto"``: the probe with its MLP expert wherever every modality is a feature vector (the
+    synthetic scenarios, real data with pretrained featurizers, vector files), the SGD-trained fusion
+    network on pixels and token ids (docs/model_recipe.md); the network settings below apply to the latter.
+    """
     fusion = FusionConfig(kind="intermediate", hidden=64, embed_dim=32, dropout=0.1)
     train = TrainConfig(epochs=60, lr=3e-3, weight_decay=1e-4, batch_size=64, patience=8, val_fraction=0.2,
-                        aux_weight=1.0, warm_start=False, device="cpu", amp=False)
+                        aux_weight=1.0, warm_start=False, device="cpu", amp=False, recipe="auto")
     return fusion, train
 
 

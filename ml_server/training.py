@@ -270,14 +270,10 @@ def pull_project_tasks(ls: LabelStudioConnector, store: ModelStore,
 
 
 def training_recipe(setting: str, dataset: Any) -> str:
-    """``MMAL_RECIPE`` -> the recipe for this dataset: ``auto`` is ``probe`` when every modality is a float
-    feature vector (what the pretrained featurizers give), else ``sgd`` (pixels and token ids need the
-    network's encoders)."""
-    if setting != "auto":
-        return setting
-    vectors = all(isinstance(v, np.ndarray) and v.ndim == 2 and np.issubdtype(v.dtype, np.floating)
-                  for v in dataset.modalities.values())
-    return "probe" if vectors else "sgd"
+    """``MMAL_RECIPE`` -> the recipe for this dataset (``auto``: :func:`backend.models.trainer.auto_recipe`)."""
+    from backend.models.trainer import auto_recipe
+
+    return auto_recipe(dataset) if setting == "auto" else setting
 
 
 def label_fingerprint(tasks: list[Mapping[str, Any]], config: LabelConfig) -> str:

@@ -139,3 +139,76 @@ def test_probe_refuses_raw_inputs_with_a_clear_error() -> None:
     with pytest.raises(DataError, match="text"):
         train_model(ds, np.arange(30), train=PROBE)
     assert UNLABELED < 0
+
+
+# ------------------------------------------------------------------ the MLP expert (probe_interaction)
+def _xor_dataset(n: int = 900, seed: int = 0) -> MultimodalDataset:
+    """The class is the XOR of one bit in each modality: each modality alone is at chance."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, (n, 2))
+    y = (bits[:, 0] ^ bits[:, 1]).astype(np.int64)
+    mods = {k: (rng.normal(0, 0.4, (n, 4)) + np.eye(4)[0] * (2 * bits[:, j:j + 1] - 1)).astype(np.float32)
+            for j, k in enumerate(("a", "b"))}
+    return MultimodalDataset(mods, np.full(n, UNLABELED), ["even", "odd"], true_labels=y)
+
+
+def test_the_mlp_expert_learns_an_interaction_the_linear_heads_cannot() -> None:
+    ds = _xor_dataset()
+    idx = _labelled(ds, 300)
+    test = np.setdiff1d(np.arange(len(ds)), idx)
+
+    def acc(train: TrainConfig) -> tuple[float, TrainedFusionModel]:
+        model = train_model(ds, idx, train=train, seed=0)
+        return float((model.predict(ds, test).probs.argmax(1).numpy() == ds.true_labels[test]).mean()), model
+
+    linear, _ = acc(TrainConfig(recipe="probe", probe_interaction=0))
+    mixed, model = acc(PROBE)
+    assert linear < 0.65 and mixed > 0.9, (linear, mixed)
+    rec = model.history[-1]
+    assert rec["expert_weight:interaction"] > 0.5 and rec["steps:interaction"] in (25, 50, 100, 200, 400)
+
+
+def test_the_mlp_expert_is_left_out_below_its_minimum_of_labelled_items() -> None:
+    ds = make_toy_dataset(n=300, n_modalities=2, seed=3)
+    idx = _labelled(ds, 30)
+    rec = train_model(ds, idx, train=PROBE, seed=0).history[-1]
+    assert rec["expert_weight:interaction"] == 0.0 and "30 labelled items < 50" in rec["skipped:interaction"]
+
+
+def test_batched_mlps_are_independent_problems() -> None:
+    """Problem p of a batch is what training it alone gives (same seeded start, its own rows and penalty)."""
+    from backend.models.probe import fit_mlps
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(80, 6)).astype(np.float32))
+    y = torch.from_numpy((rng.random(80) < 0.5).astype(np.int64))
+    w = torch.from_numpy((rng.random((3, 80)) < 0.7).astype(np.float32))
+    pen = torch.tensor([1e-3, 1e-2, 1e-1])
+    together = fit_mlps(x, y, 2, w, pen, 8, 30, 0.01, seed=4)
+    for p in range(3):
+        alone = fit_mlps(x, y, 2, w[p:p + 1], pen[p:p + 1], 8, 30, 0.01, seed=4)
+        for a, b in zip(together, alone):
+            torch.testing.assert_close(a[p], b[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_probe_saved_before_the_mlp_expert_existed_still_loads() -> None:
+    ds = make_toy_dataset(n=200, n_modalities=2, seed=4)
+    idx = _labelled(ds, 60)
+    old = train_model(ds, idx, train=TrainConfig(recipe="probe", probe_interaction=0), seed=0)
+    state = old.state()
+    del state["train_config"]["probe_interaction"], state["train_config"]["probe_interaction_rank"]
+    again = TrainedFusionModel.from_state(state, "cpu")
+    torch.testing.assert_close(again.predict(ds, np.arange(200)).probs, old.predict(ds, np.arange(200)).probs)
+
+
+def test_auto_recipe_is_the_probe_on_feature_vectors_and_the_network_otherwise() -> None:
+    from backend.models.trainer import auto_recipe
+
+    vec = make_toy_dataset(n=60, n_modalities=2, seed=5)
+    tokens = MultimodalDataset({"text": np.ones((60, 4), np.int64), "v": np.zeros((60, 3), np.float32)},
+                               np.full(60, UNLABELED), ["x", "y"])
+    assert auto_recipe(vec) == "probe" and auto_recipe(tokens) == "sgd"
+    assert auto_recipe(vec, modality_balance="warmup") == "sgd"  # balancing is the network's
+    idx = _labelled(vec, 40)
+    model = train_model(vec, idx, train=TrainConfig(recipe="auto"), seed=0)
+    assert model.train_config.recipe == "probe" and model.history[-1]["recipe"] == "probe"

@@ -24,6 +24,15 @@ calibrated late fusion:
   respect to head m's weights is ``w_m (p - y) z_m`` (the joint head's: ``w_J (p - y) z``), so BADGE's
   distances on it are those of this model's last-layer gradient embeddings;
 - MC dropout (BALD) drops standardised input features at the model's ``FusionConfig.dropout`` rate;
+- with ``interaction`` > 0 one more expert is a small MLP (one hidden layer of that width) on all
+  modalities' standardised features side by side, each modality first projected on its top
+  ``interaction_rank`` principal directions over the pool (so its cost does not grow with 1280-d
+  pretrained vectors): the linear heads cannot represent an interaction between modalities (XOR
+  across modalities stays at chance) nor curved class boundaries, the MLP can. It is trained
+  full-batch by Adam with an L2 penalty; the penalty and the number of steps are chosen by the same
+  k-fold cross-validation (held-out log-loss at checkpoints, every fold and candidate one batched
+  problem), so its out-of-fold predictions enter the product-of-experts fit like the heads' do, and
+  its weight is pulled towards 0, not 1: it counts only as far as held-out data say it helps;
 - label sets (``multi_label``): every head is one binary logistic regression per class (sigmoid,
   binary cross-entropy summed over classes, folds stratified by the set's rarest class), and the
   product of experts of per-class Bernoulli experts is a weighted *sum of their logits*
@@ -32,7 +41,8 @@ calibrated late fusion:
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +54,7 @@ from backend.models.fusion import FusionConfig, FusionOutput
 from backend.models.modality_encoders import FeatureSpec
 
 JOINT = "joint"  # the expert on all modalities' standardised features side by side
+INTERACTION = "interaction"  # the MLP expert on all modalities' projected features
 
 
 class Standardize(nn.Module):
@@ -68,10 +79,11 @@ class ProbeFusion(nn.Module):
     """
 
     def __init__(self, specs: dict[str, FeatureSpec], n_classes: int, config: FusionConfig, joint: bool = True,
-                 multi_label: bool = False) -> None:
+                 multi_label: bool = False, interaction: int = 0, interaction_rank: int = 64) -> None:
         super().__init__()
-        if any(k == JOINT for k in specs):
-            raise DataError(f"modality name {JOINT!r} is reserved by recipe 'probe'")
+        reserved = [k for k in specs if k in (JOINT, INTERACTION)]
+        if reserved:
+            raise DataError(f"modality names {reserved} are reserved by recipe 'probe'")
         bad = [k for k, s in specs.items() if s.kind != "vector"]
         if bad:
             raise DataError(f"recipe 'probe' needs feature vectors (e.g. pretrained featurizers); modalities {bad} "
@@ -94,6 +106,15 @@ class ProbeFusion(nn.Module):
             self.joint_head = nn.Linear(sum(dims.values()), n_classes)
             nn.init.zeros_(self.joint_head.weight)
             nn.init.zeros_(self.joint_head.bias)
+        self.interaction_hidden = int(interaction)
+        if self.interaction_hidden > 0:
+            ranks = {k: min(d, int(interaction_rank)) for k, d in dims.items()}
+            # top principal directions of each standardised modality over the pool (set_statistics)
+            self.projections = nn.ParameterDict({k: nn.Parameter(torch.eye(dims[k], r), requires_grad=False)
+                                                 for k, r in ranks.items()})
+            self.interaction = nn.Sequential(nn.Linear(sum(ranks.values()), self.interaction_hidden), nn.ReLU(),
+                                             nn.Linear(self.interaction_hidden, n_classes))
+            self.expert_names.append(INTERACTION)
         self.expert_weight = nn.Parameter(torch.ones(len(self.expert_names)))
         self.fused_bias = nn.Parameter(torch.zeros(n_classes))
         self.fused_dim = sum(dims.values())
@@ -116,12 +137,19 @@ class ProbeFusion(nn.Module):
             logits = logits + present * self.expert_weight[j] * self._expert(aux[k])
         wj = torch.zeros((), device=logits.device)
         if self.joint:
-            wj = self.expert_weight[-1]
+            wj = self.expert_weight[len(self.names)]
             concat = torch.cat([z[k] for k in self.names], dim=1)
             logits = logits + wj * self._expert(self.joint_head(concat))
+        if self.interaction_hidden > 0:
+            logits = logits + self.expert_weight[-1] * self._expert(self.interaction(self.project(z)))
         # sqrt(w_joint^2 + w_m^2) z_m: inner products equal those of the last layers' gradient embeddings
         parts = [z[k] * torch.sqrt(wj ** 2 + self.expert_weight[j] ** 2) for j, k in enumerate(self.names)]
         return FusionOutput(logits, aux, embeddings, torch.cat(parts, dim=1))
+
+    def project(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The interaction expert's input: each standardised modality (0 where absent) on its principal
+        directions, side by side."""
+        return torch.cat([z[k] @ self.projections[k] for k in self.names], dim=1)
 
     def _expert(self, logits: torch.Tensor) -> torch.Tensor:
         """An expert's term in the fused logits: its log-probabilities, or for label sets its logits."""
@@ -139,6 +167,28 @@ class ProbeFusion(nn.Module):
             std = x.std(0, unbiased=False) if len(x) > 1 else torch.ones_like(mean)
             enc.mean.copy_(mean)
             enc.scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+            if self.interaction_hidden > 0:
+                self.projections[k].copy_(principal_directions((x - enc.mean) / enc.scale,
+                                                               self.projections[k].shape[1]))
+
+
+def principal_directions(x: torch.Tensor, rank: int, max_rows: int = 4096) -> torch.Tensor:
+    """(d, rank): the top ``rank`` right singular vectors of centred ``x`` (n, d), from at most
+    ``max_rows`` evenly spaced rows (deterministic); the identity's columns when rank = d, and
+    zero columns where the data have fewer directions."""
+    d = x.shape[1]
+    if rank >= d:
+        return torch.eye(d, rank, device=x.device)
+    if len(x) > max_rows:
+        x = x[torch.linspace(0, len(x) - 1, max_rows, device=x.device).long()]
+    x = x - x.mean(0)
+    out = torch.zeros(d, rank, device=x.device)
+    if len(x) < 2:
+        return out
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    k = min(rank, vh.shape[0])
+    out[:, :k] = vh[:k].T
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,16 +246,18 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torc
 
 
 def fit_experts(log_probs: torch.Tensor, present: torch.Tensor, y: torch.Tensor, pull: float,
-                max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+                max_iter: int, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Product-of-experts weights w (M,) >= 0 and bias b (C,) on out-of-fold log-probabilities.
 
     log_probs: (n, M, C), present: (n, M) bool. Minimises mean CE of sum_m present w_m log_probs_m + b
-    + pull * (||w - 1||^2 + ||b||^2); w is clipped at 0 afterwards. For label sets (y (n, C) float)
+    + pull * (||w - target||^2 + ||b||^2) (target: (M,), default all 1, the plain product); w is
+    clipped at 0 afterwards. For label sets (y (n, C) float)
     ``log_probs`` holds the experts' logits and the loss is the binary cross-entropy summed over
     classes, mean over items.
     """
     n, m, c = log_probs.shape
-    w = torch.ones(m, device=log_probs.device, requires_grad=True)
+    target = torch.ones(m, device=log_probs.device) if target is None else target.to(log_probs.device)
+    w = target.clone().requires_grad_(True)
     b = torch.zeros(c, device=log_probs.device, requires_grad=True)
     lp = log_probs * present.unsqueeze(2).to(log_probs.dtype)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=10, tolerance_grad=1e-7,
@@ -216,7 +268,7 @@ def fit_experts(log_probs: torch.Tensor, present: torch.Tensor, y: torch.Tensor,
         logits = torch.einsum("nmc,m->nc", lp, w) + b
         fit = (F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / max(n, 1) if y.ndim == 2
                else F.cross_entropy(logits, y))
-        loss = fit + pull * ((w - 1).pow(2).sum() + b.pow(2).sum())
+        loss = fit + pull * ((w - target).pow(2).sum() + b.pow(2).sum())
         loss.backward()
         return loss
 
@@ -262,15 +314,115 @@ def _cv_fit(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, cs: to
     return w[0], b[0], oof, info
 
 
+def _mlp_logits(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """P one-hidden-layer MLPs on the same rows: x (n, d) -> logits (P, n, C)."""
+    h = torch.relu(torch.einsum("nd,pdh->pnh", x, w1) + b1.unsqueeze(1))
+    return torch.einsum("pnh,phc->pnc", h, w2) + b2.unsqueeze(1)
+
+
+def _item_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(P, n) per-item loss of logits (P, n, C): cross-entropy, or summed binary cross-entropies for
+    label sets y (n, C)."""
+    if y.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits, y.unsqueeze(0).expand_as(logits), reduction="none").sum(2)
+    return -F.log_softmax(logits, dim=2).gather(2, y.view(1, -1, 1).expand(len(logits), -1, 1)).squeeze(2)
+
+
+def fit_mlps(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torch.Tensor, penalties: torch.Tensor,
+             hidden: int, steps: int, lr: float, seed: int, checkpoints: Sequence[int] = (),
+             on_checkpoint: Callable[[int, torch.Tensor], bool] | None = None) -> list[torch.Tensor]:
+    """P independent one-hidden-layer MLPs on the same rows, trained full-batch by Adam as one problem.
+
+    x: (n, d); y: (n,) classes or (n, C) float label sets; weights: (P, n) row weights (0 leaves a row
+    out of problem p); penalties: (P,) L2 coefficients on both weight matrices, added to the mean
+    loss over p's rows. Every problem starts from the same seeded initialisation (so problems differ
+    only in rows and penalty). Returns the parameters [w1 (P, d, h), b1, w2 (P, h, C), b2] after
+    ``steps`` steps. After each step count in ``checkpoints``, ``on_checkpoint(steps, logits)`` gets
+    the logits (P, n, C) of every row (held-out rows included: their weight only keeps them out of the
+    loss); when it returns False, training stops there.
+    """
+    p, (n, d) = len(penalties), x.shape
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    w1 = (torch.randn(d, hidden, generator=gen) * math.sqrt(2.0 / max(d, 1))).to(x.device)
+    w2 = (torch.randn(hidden, n_classes, generator=gen) * math.sqrt(1.0 / hidden)).to(x.device)
+    params = [w1.expand(p, -1, -1).clone(), torch.zeros(p, hidden, device=x.device),
+              w2.expand(p, -1, -1).clone(), torch.zeros(p, n_classes, device=x.device)]
+    for t in params:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    count = weights.sum(1).clamp_min(1.0)
+    marks = set(int(c) for c in checkpoints)
+    for step in range(steps + 1):
+        logits = _mlp_logits(x, *params)
+        if step in marks and on_checkpoint is not None and not on_checkpoint(step, logits.detach()):
+            break
+        if step == steps:
+            break
+        loss = ((weights * _item_loss(logits, y)).sum(1) / count).sum()
+        loss = loss + (penalties * (params[0].pow(2).sum((1, 2)) + params[2].pow(2).sum((1, 2)))).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return [t.detach() for t in params]
+
+
+def _cv_fit_mlp(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, n_classes: int, hidden: int,
+                penalties: Sequence[float], checkpoints: Sequence[int], lr: float,
+                seed: int) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
+    """The interaction expert: penalty and step count by k-fold CV (held-out log-loss at each
+    checkpoint), then the fit on every row with those. Returns its parameters (P = 1), the
+    out-of-fold expert terms (n, C) at the chosen setting (in-sample ones when ``k`` < 2: the middle
+    penalty and the last checkpoint), and what was chosen."""
+    multi = y.ndim == 2
+    pen = torch.as_tensor([float(v) for v in penalties], dtype=z.dtype, device=z.device)
+    g, n = len(pen), len(y)
+    checkpoints = sorted(int(c) for c in checkpoints)
+    best_pen, best_steps = g // 2, checkpoints[-1]
+    info: dict = {}
+    oof = None
+    if k >= 2:
+        train_w = (fold.unsqueeze(0) != torch.arange(k, device=z.device).unsqueeze(1)).to(z.dtype)  # (k, n)
+        best_nll = math.inf
+
+        def held_out(steps: int, logits: torch.Tensor) -> bool:
+            """Score the checkpoint on held-out rows; False (stop training) once it is worse than the best
+            so far by a margin: held-out loss that rises past early stopping does not come back."""
+            nonlocal best_nll, best_pen, best_steps, oof
+            lp = logits if multi else F.log_softmax(logits, dim=2)
+            oof_all = torch.einsum("fgnc,fn->gnc", lp.view(k, g, n, n_classes), held)  # (g, n, C)
+            nll = _item_loss(oof_all, y).mean(1)
+            j = int(torch.argmin(nll))
+            if float(nll[j]) < best_nll - 1e-9:
+                best_nll, best_pen, best_steps, oof = float(nll[j]), j, steps, oof_all[j]
+            return float(nll[j]) < best_nll + 0.05
+
+        held = F.one_hot(fold, k).T.to(z.dtype)  # (k, n)
+        fit_mlps(z, y, n_classes, train_w.repeat_interleave(g, dim=0), pen.repeat(k), hidden, checkpoints[-1], lr,
+                 seed, checkpoints, held_out)
+        info["cv_nll"] = best_nll
+    params = fit_mlps(z, y, n_classes, torch.ones(1, n, device=z.device), pen[best_pen:best_pen + 1], hidden,
+                      best_steps, lr, seed)
+    if oof is None:
+        with torch.no_grad():
+            logits = _mlp_logits(z, *params)[0]
+            oof = logits if multi else F.log_softmax(logits, dim=1)
+    info.update({"penalty": float(pen[best_pen]), "steps": best_steps})
+    return params, oof, info
+
+
 def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                 idx: torch.Tensor, y: torch.Tensor, *, cs: Sequence[float], folds: int, max_iter: int,
-                pull: float, seed: int) -> dict:
+                pull: float, seed: int, interaction_penalties: Sequence[float] = (1e-3, 1e-2),
+                interaction_steps: Sequence[int] = (25, 50, 100, 200, 400), interaction_lr: float = 0.01,
+                interaction_min: int = 50) -> dict:
     """Fit ``module`` on labelled rows ``idx`` (labels ``y``: classes, or (n, C) float label sets) of the
     device features; returns a history record.
 
     Statistics come from every row of ``inputs``; per head, C by stratified k-fold CV (k = ``folds``,
-    at most n / 2; none below 4 labelled items) and a refit on every labelled item it reads; then the
-    product-of-experts weights on the out-of-fold predictions. Deterministic given ``seed`` (the folds).
+    at most n / 2; none below 4 labelled items) and a refit on every labelled item it reads; the MLP
+    expert likewise (penalty and steps by the same folds), from ``interaction_min`` labelled items on
+    (below, a few held-out items cannot say how far a nonlinear model extrapolates: it gets weight 0);
+    then the product-of-experts weights on the out-of-fold predictions. Deterministic given ``seed`` (the folds).
     """
     module.set_statistics(inputs, masks)
     module.eval()
@@ -288,6 +440,24 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
         for m in module.names:
             x[m] = torch.where(masks[m][idx].unsqueeze(1), x[m], torch.zeros_like(x[m]))
     for j, name in enumerate(experts):
+        if name == INTERACTION:
+            if n < interaction_min:  # too few items to validate a nonlinear expert: its weight stays 0
+                record["skipped:interaction"] = f"{n} labelled items < {interaction_min}"
+                continue
+            with torch.no_grad():
+                z = module.project(x)
+            params, oof_j, info = _cv_fit_mlp(z, y, fold, k, c, module.interaction_hidden, interaction_penalties,
+                                              interaction_steps, interaction_lr, seed)
+            with torch.no_grad():
+                first, last = module.interaction[0], module.interaction[2]
+                first.weight.copy_(params[0][0].T)
+                first.bias.copy_(params[1][0])
+                last.weight.copy_(params[2][0].T)
+                last.bias.copy_(params[3][0])
+            oof[:, j] = oof_j
+            present[:, j] = True
+            record.update({f"{key}:{name}": v for key, v in info.items()})
+            continue
         if name == JOINT:
             rows = torch.arange(n, device=idx.device)
             z = torch.cat([x[m] for m in module.names], dim=1)
@@ -306,7 +476,8 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
         present[rows, j] = True
         info["C"] = float(cs[info["C"]])
         record.update({f"{key}:{name}": v for key, v in info.items()})
-    ew, eb = fit_experts(oof, present, y, pull, max_iter)
+    target = torch.tensor([0.0 if e == INTERACTION else 1.0 for e in experts], device=idx.device)
+    ew, eb = fit_experts(oof, present, y, pull, max_iter, target)
     with torch.no_grad():
         module.expert_weight.copy_(ew)
         module.fused_bias.copy_(eb)

@@ -31,7 +31,7 @@ import math
 import os
 import tempfile
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -49,7 +49,7 @@ from backend.models.probe import ProbeFusion, train_probe
 
 PREDICT_BATCH = 8192
 BALANCE_MODES = ("none", "ogm_ge", "warmup", "mmpareto")
-RECIPES = ("sgd", "probe")
+RECIPES = ("auto", "sgd", "probe")
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,17 @@ class TrainConfig:
     warmup_epochs: int = 10  # "warmup": epochs of unimodal training (encoders + aux heads) before the recipe
     warmup_loss: str = "unimodal"  # "joint": the same epochs on the usual loss (a control: more epochs, no balancing)
     # "sgd": the fusion module trained by AdamW with early stopping (everything above);
-    # "probe": backend.models.probe (linear heads, L-BFGS, C by CV, product of experts; vector features only;
-    # epochs/lr/batch_size/patience/val_fraction/aux_weight/modality_balance do not apply)
+    # "probe": backend.models.probe (linear heads and an MLP expert, C / penalty / steps by CV, product of
+    # experts; vector features only; epochs/lr/batch_size/patience/val_fraction/aux_weight/modality_balance
+    # do not apply); "auto": probe where every modality is a feature vector, else sgd (auto_recipe)
     recipe: str = "sgd"
     probe_cs: tuple[float, ...] = (0.01, 0.04, 0.16, 0.64, 2.5, 10.0)  # candidate C (sklearn's convention)
     probe_folds: int = 3  # cross-validation folds that choose C per modality
     probe_max_iter: int = 200  # L-BFGS iterations per fit
     probe_pull: float = 0.01  # product-of-experts weights: penalty on ||w - 1||^2 + ||b||^2
     probe_joint: bool = True  # one more expert on all modalities side by side (the concatenated probe)
+    probe_interaction: int = 64  # hidden width of the MLP expert on all modalities (0: none)
+    probe_interaction_rank: int = 64  # principal directions per modality the MLP expert reads
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -99,6 +102,9 @@ class TrainConfig:
             raise DataError(f"probe_folds must be >= 2, got {self.probe_folds}")
         if self.probe_max_iter < 1:
             raise DataError(f"probe_max_iter must be >= 1, got {self.probe_max_iter}")
+        if self.probe_interaction < 0 or self.probe_interaction_rank < 1:
+            raise DataError(f"probe_interaction must be >= 0 and probe_interaction_rank >= 1, got "
+                            f"{self.probe_interaction} and {self.probe_interaction_rank}")
         if not self.probe_pull >= 0:
             raise DataError(f"probe_pull must be >= 0, got {self.probe_pull}")
         if self.recipe == "probe" and self.modality_balance != "none":
@@ -119,6 +125,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def auto_recipe(dataset: MultimodalDataset, modality_balance: str = "none") -> str:
+    """What ``recipe="auto"`` trains on ``dataset``: ``probe`` when every modality is a float feature vector
+    (pretrained featurizers, vector files, the synthetic scenarios), else ``sgd`` (pixels and token ids need
+    the network's encoders; training-side modality balancing exists for the network only)."""
+    vectors = all(isinstance(v, np.ndarray) and v.ndim == 2 and np.issubdtype(v.dtype, np.floating)
+                  for v in dataset.modalities.values())
+    return "probe" if vectors and modality_balance == "none" else "sgd"
 
 
 def dataset_specs(dataset: MultimodalDataset) -> dict[str, FeatureSpec]:
@@ -324,7 +339,8 @@ class TrainedFusionModel:
         dev = pick_device(str(device)) if device is not None else pick_device()
         specs = {k: FeatureSpec.from_dict(v) for k, v in state["specs"].items()}
         fusion = FusionConfig(**state["fusion"])
-        tc = TrainConfig(**state["train_config"]) if state.get("train_config") else None
+        # a model saved before the MLP expert existed has none
+        tc = TrainConfig(**{"probe_interaction": 0, **state["train_config"]}) if state.get("train_config") else None
         module = build_module(specs, len(state["class_names"]), fusion, tc, bool(state.get("multi_label", False)))
         module.load_state_dict(state["state_dict"])
         return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"),
@@ -344,8 +360,14 @@ def build_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionCo
                  train: TrainConfig | None, multi_label: bool = False) -> nn.Module:
     """The untrained module of a recipe: :class:`FusionModel` (sgd) or :class:`ProbeFusion` (probe)."""
     if train is not None and train.recipe == "probe":
-        return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint, multi_label=multi_label)
+        return _probe_module(specs, n_classes, fusion, train, multi_label)
     return FusionModel(specs, n_classes, fusion)
+
+
+def _probe_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionConfig, train: TrainConfig,
+                  multi_label: bool) -> ProbeFusion:
+    return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint, multi_label=multi_label,
+                       interaction=train.probe_interaction, interaction_rank=train.probe_interaction_rank)
 
 
 def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, fusion: FusionConfig,
@@ -353,7 +375,7 @@ def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, 
     """``train_model`` for ``recipe="probe"`` (see :mod:`backend.models.probe`); deterministic, no RNG but the folds."""
     device = pick_device(train.device)
     specs = dataset_specs(dataset)
-    module = ProbeFusion(specs, dataset.n_classes, fusion, joint=train.probe_joint, multi_label=dataset.multi_label)
+    module = _probe_module(specs, dataset.n_classes, fusion, train, dataset.multi_label)
     model = TrainedFusionModel(module, specs, fusion, dataset.class_names, device, [], train,
                                multi_label=dataset.multi_label)
     feats = model._device_features(dataset)
@@ -391,8 +413,9 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
                 init: TrainedFusionModel | None = None) -> TrainedFusionModel:
     """Train a fusion model on ``dataset.labels[labeled_indices]``.
 
+    ``train.recipe="auto"`` becomes :func:`auto_recipe`'s choice (the model records the recipe it got).
     ``train.recipe="probe"``: see :mod:`backend.models.probe` (``init`` and ``warm_start`` do not apply:
-    the fit is convex and restarts from zero). Otherwise (``"sgd"``): with ``train.warm_start`` and
+    every fit restarts from its seeded start). Otherwise (``"sgd"``): with ``train.warm_start`` and
     ``init`` given, training continues from ``init``'s weights;
     otherwise the model is re-initialised from ``seed``. Early stopping restores the weights of
     the epoch with the lowest validation loss.
@@ -435,6 +458,8 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
     if not is_labeled(y_np).all():
         bad = dataset.ids[idx[~is_labeled(y_np)][0]]
         raise DataError(f"item {bad!r} is in the labelled set but has no label")
+    if train.recipe == "auto":
+        train = replace(train, recipe=auto_recipe(dataset, train.modality_balance))
     if train.recipe == "probe":
         return _train_probe(dataset, idx, y_np, fusion, train, seed)
     device = pick_device(train.device)
