@@ -33,6 +33,12 @@ calibrated late fusion:
   k-fold cross-validation (held-out log-loss at checkpoints, every fold and candidate one batched
   problem), so its out-of-fold predictions enter the product-of-experts fit like the heads' do, and
   its weight is pulled towards 0, not 1: it counts only as far as held-out data say it helps;
+- with ``network``, one more expert is the fusion network of recipe ``sgd`` (per-modality encoders,
+  auxiliary heads, minibatch AdamW with early stopping on its validation split), trained as that recipe
+  trains it: it reaches what the linear heads and the small MLP cannot at large budgets (curved class
+  boundaries learned per modality, corrupted copies). It has no out-of-fold predictions; its
+  validation items are held out from its training, so its weight is fitted on those items only
+  (pulled to 0 like the MLP's): with few labels it has none and counts for nothing;
 - label sets (``multi_label``): every head is one binary logistic regression per class (sigmoid,
   binary cross-entropy summed over classes, folds stratified by the set's rarest class), and the
   product of experts of per-class Bernoulli experts is a weighted *sum of their logits*
@@ -50,11 +56,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.data import DataError, label_strata
-from backend.models.fusion import FusionConfig, FusionOutput
+from backend.models.fusion import FusionConfig, FusionModel, FusionOutput
 from backend.models.modality_encoders import FeatureSpec
 
 JOINT = "joint"  # the expert on all modalities' standardised features side by side
 INTERACTION = "interaction"  # the MLP expert on all modalities' projected features
+NETWORK = "network"  # the SGD-trained fusion network on the raw features
+LEARNED_EXPERTS = (INTERACTION, NETWORK)  # nonlinear experts: weight pulled to 0, counted only on held-out evidence
 
 
 class Standardize(nn.Module):
@@ -79,9 +87,10 @@ class ProbeFusion(nn.Module):
     """
 
     def __init__(self, specs: dict[str, FeatureSpec], n_classes: int, config: FusionConfig, joint: bool = True,
-                 multi_label: bool = False, interaction: int = 0, interaction_rank: int = 64) -> None:
+                 multi_label: bool = False, interaction: int = 0, interaction_rank: int = 64,
+                 network: bool = False) -> None:
         super().__init__()
-        reserved = [k for k in specs if k in (JOINT, INTERACTION)]
+        reserved = [k for k in specs if k in (JOINT, *LEARNED_EXPERTS)]
         if reserved:
             raise DataError(f"modality names {reserved} are reserved by recipe 'probe'")
         bad = [k for k, s in specs.items() if s.kind != "vector"]
@@ -115,6 +124,9 @@ class ProbeFusion(nn.Module):
             self.interaction = nn.Sequential(nn.Linear(sum(ranks.values()), self.interaction_hidden), nn.ReLU(),
                                              nn.Linear(self.interaction_hidden, n_classes))
             self.expert_names.append(INTERACTION)
+        self.network = FusionModel(specs, n_classes, config) if network else None
+        if self.network is not None:
+            self.expert_names.append(NETWORK)
         self.expert_weight = nn.Parameter(torch.ones(len(self.expert_names)))
         self.fused_bias = nn.Parameter(torch.zeros(n_classes))
         self.fused_dim = sum(dims.values())
@@ -124,10 +136,14 @@ class ProbeFusion(nn.Module):
         for name in self.names:
             z = self.encoders[name](inputs[name])
             embeddings[name] = torch.where(masks[name].unsqueeze(1), z, self.absent[name].to(z.dtype).expand_as(z))
-        return self.fuse(embeddings, masks)
+        network = None if self.network is None else self.network(inputs, masks).logits
+        return self.fuse(embeddings, masks, network)
 
-    def fuse(self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> FusionOutput:
-        """Heads and product of experts on given embeddings (absent modalities contribute nothing)."""
+    def fuse(self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+             network: torch.Tensor | None = None) -> FusionOutput:
+        """Heads and product of experts on given embeddings (absent modalities contribute nothing);
+        ``network``: the network expert's logits on the same items (it reads raw features, so
+        :meth:`forward` computes them), none = that expert left out."""
         z = {k: torch.where(masks[k].unsqueeze(1), embeddings[k].float(), torch.zeros_like(embeddings[k].float()))
              for k in self.names}
         aux = {k: self.aux_heads[k](z[k]) for k in self.names}
@@ -141,7 +157,10 @@ class ProbeFusion(nn.Module):
             concat = torch.cat([z[k] for k in self.names], dim=1)
             logits = logits + wj * self._expert(self.joint_head(concat))
         if self.interaction_hidden > 0:
-            logits = logits + self.expert_weight[-1] * self._expert(self.interaction(self.project(z)))
+            w = self.expert_weight[self.expert_names.index(INTERACTION)]
+            logits = logits + w * self._expert(self.interaction(self.project(z)))
+        if network is not None:
+            logits = logits + self.expert_weight[self.expert_names.index(NETWORK)] * self._expert(network.float())
         # sqrt(w_joint^2 + w_m^2) z_m: inner products equal those of the last layers' gradient embeddings
         parts = [z[k] * torch.sqrt(wj ** 2 + self.expert_weight[j] ** 2) for j, k in enumerate(self.names)]
         return FusionOutput(logits, aux, embeddings, torch.cat(parts, dim=1))
@@ -414,9 +433,12 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
                 idx: torch.Tensor, y: torch.Tensor, *, cs: Sequence[float], folds: int, max_iter: int,
                 pull: float, seed: int, interaction_penalties: Sequence[float] = (1e-3, 1e-2),
                 interaction_steps: Sequence[int] = (25, 50, 100, 200, 400), interaction_lr: float = 0.01,
-                interaction_min: int = 50) -> dict:
+                interaction_min: int = 50,
+                held_out: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict:
     """Fit ``module`` on labelled rows ``idx`` (labels ``y``: classes, or (n, C) float label sets) of the
-    device features; returns a history record.
+    device features; returns a history record. ``held_out``: experts fitted elsewhere (the network), as
+    name -> (expert terms (n, C) on the labelled rows, (n,) bool: rows held out from its training); the
+    stacking reads them on those rows only.
 
     Statistics come from every row of ``inputs``; per head, C by stratified k-fold CV (k = ``folds``,
     at most n / 2; none below 4 labelled items) and a refit on every labelled item it reads; the MLP
@@ -440,6 +462,13 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
         for m in module.names:
             x[m] = torch.where(masks[m][idx].unsqueeze(1), x[m], torch.zeros_like(x[m]))
     for j, name in enumerate(experts):
+        if name == NETWORK:
+            if held_out and NETWORK in held_out:
+                terms, rows_held = held_out[NETWORK]
+                oof[:, j] = terms
+                present[:, j] = rows_held
+                record["held_out:network"] = int(rows_held.sum())
+            continue
         if name == INTERACTION:
             if n < interaction_min:  # too few items to validate a nonlinear expert: its weight stays 0
                 record["skipped:interaction"] = f"{n} labelled items < {interaction_min}"
@@ -476,7 +505,7 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
         present[rows, j] = True
         info["C"] = float(cs[info["C"]])
         record.update({f"{key}:{name}": v for key, v in info.items()})
-    target = torch.tensor([0.0 if e == INTERACTION else 1.0 for e in experts], device=idx.device)
+    target = torch.tensor([0.0 if e in LEARNED_EXPERTS else 1.0 for e in experts], device=idx.device)
     ew, eb = fit_experts(oof, present, y, pull, max_iter, target)
     with torch.no_grad():
         module.expert_weight.copy_(ew)

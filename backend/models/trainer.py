@@ -87,6 +87,7 @@ class TrainConfig:
     probe_joint: bool = True  # one more expert on all modalities side by side (the concatenated probe)
     probe_interaction: int = 64  # hidden width of the MLP expert on all modalities (0: none)
     probe_interaction_rank: int = 64  # principal directions per modality the MLP expert reads
+    probe_network: bool = True  # the sgd recipe's fusion network as one more expert (weighted on its val items)
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -340,7 +341,8 @@ class TrainedFusionModel:
         specs = {k: FeatureSpec.from_dict(v) for k, v in state["specs"].items()}
         fusion = FusionConfig(**state["fusion"])
         # a model saved before the MLP expert existed has none
-        tc = TrainConfig(**{"probe_interaction": 0, **state["train_config"]}) if state.get("train_config") else None
+        tc = (TrainConfig(**{"probe_interaction": 0, "probe_network": False, **state["train_config"]})
+              if state.get("train_config") else None)
         module = build_module(specs, len(state["class_names"]), fusion, tc, bool(state.get("multi_label", False)))
         module.load_state_dict(state["state_dict"])
         return cls(module, specs, fusion, state["class_names"], dev, state.get("history"), tc, state.get("meta"),
@@ -367,7 +369,8 @@ def build_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionCo
 def _probe_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionConfig, train: TrainConfig,
                   multi_label: bool) -> ProbeFusion:
     return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint, multi_label=multi_label,
-                       interaction=train.probe_interaction, interaction_rank=train.probe_interaction_rank)
+                       interaction=train.probe_interaction, interaction_rank=train.probe_interaction_rank,
+                       network=train.probe_network)
 
 
 def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, fusion: FusionConfig,
@@ -380,13 +383,31 @@ def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, 
                                multi_label=dataset.multi_label)
     feats = model._device_features(dataset)
     y = torch.as_tensor(y_np, device=device)
-    record = train_probe(module, feats.inputs, feats.masks, torch.as_tensor(idx, device=device),
+    idx_t = torch.as_tensor(idx, device=device)
+    held_out = {}
+    if module.network is not None:
+        val = validation_split(y_np, train, seed)[1]
+        if len(val):  # else nothing can say what the network is worth: it keeps weight 0 (and is not trained)
+            net = train_model(dataset, idx, fusion=fusion, train=replace(train, recipe="sgd"), seed=seed)
+            module.network.load_state_dict(net.module.state_dict())
+            module.network.eval()
+            with torch.no_grad():
+                terms = module._expert(module.network(*feats.batch(idx_t)).logits.float())
+            rows = torch.zeros(len(idx), dtype=torch.bool, device=device)
+            rows[torch.as_tensor(val, device=device)] = True
+            held_out["network"] = (terms, rows)
+    record = train_probe(module, feats.inputs, feats.masks, idx_t,
                          y.float() if dataset.multi_label else y, cs=train.probe_cs, folds=train.probe_folds,
-                         max_iter=train.probe_max_iter, pull=train.probe_pull, seed=seed)
+                         max_iter=train.probe_max_iter, pull=train.probe_pull, seed=seed, held_out=held_out)
     module.eval()
     model.history.append(record)
     model.meta.update({"best_epoch": 0, "epochs_run": 1, "n_train": int(len(idx)), "n_val": 0, "seed": seed})
     return model
+
+
+def validation_split(labels: np.ndarray, train: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, validation) positions of the labelled items that the sgd recipe uses for ``seed``."""
+    return _split(labels, train.val_fraction, train.min_val, np.random.default_rng(seed))
 
 
 def _split(labels: np.ndarray, val_fraction: float, min_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -464,8 +485,7 @@ def train_model(dataset: MultimodalDataset, labeled_indices: Sequence[int] | np.
         return _train_probe(dataset, idx, y_np, fusion, train, seed)
     device = pick_device(train.device)
     specs = dataset_specs(dataset)
-    rng = np.random.default_rng(seed)
-    tr_pos, va_pos = _split(y_np, train.val_fraction, train.min_val, rng)
+    tr_pos, va_pos = validation_split(y_np, train, seed)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
