@@ -29,10 +29,12 @@ calibrated late fusion:
   ``interaction_rank`` principal directions over the pool (so its cost does not grow with 1280-d
   pretrained vectors): the linear heads cannot represent an interaction between modalities (XOR
   across modalities stays at chance) nor curved class boundaries, the MLP can. It is trained
-  full-batch by Adam with an L2 penalty; the penalty and the number of steps are chosen by the same
-  k-fold cross-validation (held-out log-loss at checkpoints, every fold and candidate one batched
-  problem), so its out-of-fold predictions enter the product-of-experts fit like the heads' do, and
-  its weight is pulled towards 0, not 1: it counts only as far as held-out data say it helps;
+  full-batch by Adam with an L2 penalty, one model per cross-validation fold (every fold and
+  penalty one batched problem); the penalty and the number of steps are those with the lowest
+  held-out log-loss, and the expert is the mean of the fold models' log-probabilities (no refit:
+  its out-of-fold predictions are exactly its models', and the fit costs the CV alone). They enter
+  the product-of-experts fit like the heads' do, with its weight pulled towards 0, not 1: it counts
+  only as far as held-out data say it helps;
 - with ``network``, one more expert is the fusion network of recipe ``sgd`` (per-modality encoders,
   auxiliary heads, minibatch AdamW with early stopping on its validation split), trained as that recipe
   trains it: it reaches what the linear heads and the small MLP cannot at large budgets (curved class
@@ -88,7 +90,7 @@ class ProbeFusion(nn.Module):
 
     def __init__(self, specs: dict[str, FeatureSpec], n_classes: int, config: FusionConfig, joint: bool = True,
                  multi_label: bool = False, interaction: int = 0, interaction_rank: int = 64,
-                 network: bool = False) -> None:
+                 network: bool = False, folds: int = 3) -> None:
         super().__init__()
         reserved = [k for k in specs if k in (JOINT, *LEARNED_EXPERTS)]
         if reserved:
@@ -121,8 +123,12 @@ class ProbeFusion(nn.Module):
             # top principal directions of each standardised modality over the pool (set_statistics)
             self.projections = nn.ParameterDict({k: nn.Parameter(torch.eye(dims[k], r), requires_grad=False)
                                                  for k, r in ranks.items()})
-            self.interaction = nn.Sequential(nn.Linear(sum(ranks.values()), self.interaction_hidden), nn.ReLU(),
-                                             nn.Linear(self.interaction_hidden, n_classes))
+            d_in, h = sum(ranks.values()), self.interaction_hidden
+            # one MLP per cross-validation fold (the expert is their mean log-probability), batched
+            self.interaction = nn.ParameterList([nn.Parameter(torch.zeros(folds, d_in, h), requires_grad=False),
+                                                 nn.Parameter(torch.zeros(folds, h), requires_grad=False),
+                                                 nn.Parameter(torch.zeros(folds, h, n_classes), requires_grad=False),
+                                                 nn.Parameter(torch.zeros(folds, n_classes), requires_grad=False)])
             self.expert_names.append(INTERACTION)
         self.network = FusionModel(specs, n_classes, config) if network else None
         if self.network is not None:
@@ -158,12 +164,18 @@ class ProbeFusion(nn.Module):
             logits = logits + wj * self._expert(self.joint_head(concat))
         if self.interaction_hidden > 0:
             w = self.expert_weight[self.expert_names.index(INTERACTION)]
-            logits = logits + w * self._expert(self.interaction(self.project(z)))
+            logits = logits + w * self.interaction_terms(self.project(z))
         if network is not None:
             logits = logits + self.expert_weight[self.expert_names.index(NETWORK)] * self._expert(network.float())
         # sqrt(w_joint^2 + w_m^2) z_m: inner products equal those of the last layers' gradient embeddings
         parts = [z[k] * torch.sqrt(wj ** 2 + self.expert_weight[j] ** 2) for j, k in enumerate(self.names)]
         return FusionOutput(logits, aux, embeddings, torch.cat(parts, dim=1))
+
+    def interaction_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP expert's term (n, C): mean over its fold models of their log-probabilities (label
+        sets: of their logits)."""
+        logits = _mlp_logits(x, *self.interaction)
+        return (logits if self.multi_label else F.log_softmax(logits, dim=2)).mean(0)
 
     def project(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
         """The interaction expert's input: each standardised modality (0 where absent) on its principal
@@ -349,16 +361,18 @@ def _item_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def fit_mlps(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torch.Tensor, penalties: torch.Tensor,
              hidden: int, steps: int, lr: float, seed: int, checkpoints: Sequence[int] = (),
-             on_checkpoint: Callable[[int, torch.Tensor], bool] | None = None) -> list[torch.Tensor]:
+             on_checkpoint: Callable[[int, torch.Tensor, list[torch.Tensor]], bool] | None = None
+             ) -> list[torch.Tensor]:
     """P independent one-hidden-layer MLPs on the same rows, trained full-batch by Adam as one problem.
 
     x: (n, d); y: (n,) classes or (n, C) float label sets; weights: (P, n) row weights (0 leaves a row
     out of problem p); penalties: (P,) L2 coefficients on both weight matrices, added to the mean
     loss over p's rows. Every problem starts from the same seeded initialisation (so problems differ
     only in rows and penalty). Returns the parameters [w1 (P, d, h), b1, w2 (P, h, C), b2] after
-    ``steps`` steps. After each step count in ``checkpoints``, ``on_checkpoint(steps, logits)`` gets
-    the logits (P, n, C) of every row (held-out rows included: their weight only keeps them out of the
-    loss); when it returns False, training stops there.
+    ``steps`` steps. After each step count in ``checkpoints``, ``on_checkpoint(steps, logits, params)``
+    gets the logits (P, n, C) of every row (held-out rows included: their weight only keeps them out of
+    the loss) and the parameters they came from (detached; copy what you keep); when it returns False,
+    training stops there.
     """
     p, (n, d) = len(penalties), x.shape
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -368,12 +382,13 @@ def fit_mlps(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torch.Te
               w2.expand(p, -1, -1).clone(), torch.zeros(p, n_classes, device=x.device)]
     for t in params:
         t.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, foreach=True)
     count = weights.sum(1).clamp_min(1.0)
     marks = set(int(c) for c in checkpoints)
     for step in range(steps + 1):
         logits = _mlp_logits(x, *params)
-        if step in marks and on_checkpoint is not None and not on_checkpoint(step, logits.detach()):
+        if step in marks and on_checkpoint is not None and not on_checkpoint(
+                step, logits.detach(), [t.detach() for t in params]):
             break
         if step == steps:
             break
@@ -388,45 +403,33 @@ def fit_mlps(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torch.Te
 def _cv_fit_mlp(z: torch.Tensor, y: torch.Tensor, fold: torch.Tensor, k: int, n_classes: int, hidden: int,
                 penalties: Sequence[float], checkpoints: Sequence[int], lr: float,
                 seed: int) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
-    """The interaction expert: penalty and step count by k-fold CV (held-out log-loss at each
-    checkpoint), then the fit on every row with those. Returns its parameters (P = 1), the
-    out-of-fold expert terms (n, C) at the chosen setting (in-sample ones when ``k`` < 2: the middle
-    penalty and the last checkpoint), and what was chosen."""
+    """The MLP expert: one model per fold (trained on the other folds), all penalties at once; the
+    (penalty, step count) with the lowest held-out log-loss wins. Returns the winners' parameters
+    (P = k, fold order), their out-of-fold expert terms (n, C) (each row from the model that did not
+    see it) and what was chosen. Needs k >= 2."""
     multi = y.ndim == 2
     pen = torch.as_tensor([float(v) for v in penalties], dtype=z.dtype, device=z.device)
     g, n = len(pen), len(y)
-    checkpoints = sorted(int(c) for c in checkpoints)
-    best_pen, best_steps = g // 2, checkpoints[-1]
-    info: dict = {}
-    oof = None
-    if k >= 2:
-        train_w = (fold.unsqueeze(0) != torch.arange(k, device=z.device).unsqueeze(1)).to(z.dtype)  # (k, n)
-        best_nll = math.inf
+    train_w = (fold.unsqueeze(0) != torch.arange(k, device=z.device).unsqueeze(1)).to(z.dtype)  # (k, n)
+    held = F.one_hot(fold, k).T.to(z.dtype)  # (k, n): row i is held out by fold fold[i]
+    best: dict = {"nll": math.inf}
 
-        def held_out(steps: int, logits: torch.Tensor) -> bool:
-            """Score the checkpoint on held-out rows; False (stop training) once it is worse than the best
-            so far by a margin: held-out loss that rises past early stopping does not come back."""
-            nonlocal best_nll, best_pen, best_steps, oof
-            lp = logits if multi else F.log_softmax(logits, dim=2)
-            oof_all = torch.einsum("fgnc,fn->gnc", lp.view(k, g, n, n_classes), held)  # (g, n, C)
-            nll = _item_loss(oof_all, y).mean(1)
-            j = int(torch.argmin(nll))
-            if float(nll[j]) < best_nll - 1e-9:
-                best_nll, best_pen, best_steps, oof = float(nll[j]), j, steps, oof_all[j]
-            return float(nll[j]) < best_nll + 0.05
+    def score(steps: int, logits: torch.Tensor, params: list[torch.Tensor]) -> bool:
+        """Keep the checkpoint if it is the best so far; False (stop training) once held-out loss is
+        worse than the best by a margin: past early stopping it does not come back."""
+        lp = logits if multi else F.log_softmax(logits, dim=2)
+        oof_all = torch.einsum("fgnc,fn->gnc", lp.view(k, g, n, n_classes), held)  # (g, n, C)
+        nll = _item_loss(oof_all, y).mean(1)
+        j = int(torch.argmin(nll))
+        if float(nll[j]) < best["nll"] - 1e-9:
+            best.update(nll=float(nll[j]), pen=j, steps=steps, oof=oof_all[j],
+                        params=[t.view(k, g, *t.shape[1:])[:, j].clone() for t in params])
+        return float(nll[j]) < best["nll"] + 0.05
 
-        held = F.one_hot(fold, k).T.to(z.dtype)  # (k, n)
-        fit_mlps(z, y, n_classes, train_w.repeat_interleave(g, dim=0), pen.repeat(k), hidden, checkpoints[-1], lr,
-                 seed, checkpoints, held_out)
-        info["cv_nll"] = best_nll
-    params = fit_mlps(z, y, n_classes, torch.ones(1, n, device=z.device), pen[best_pen:best_pen + 1], hidden,
-                      best_steps, lr, seed)
-    if oof is None:
-        with torch.no_grad():
-            logits = _mlp_logits(z, *params)[0]
-            oof = logits if multi else F.log_softmax(logits, dim=1)
-    info.update({"penalty": float(pen[best_pen]), "steps": best_steps})
-    return params, oof, info
+    fit_mlps(z, y, n_classes, train_w.repeat_interleave(g, dim=0), pen.repeat(k), hidden, max(checkpoints), lr,
+             seed, checkpoints, score)
+    info = {"cv_nll": best["nll"], "penalty": float(pen[best["pen"]]), "steps": best["steps"]}
+    return best["params"], best["oof"], info
 
 
 def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
@@ -470,19 +473,16 @@ def train_probe(module: ProbeFusion, inputs: dict[str, torch.Tensor], masks: dic
                 record["held_out:network"] = int(rows_held.sum())
             continue
         if name == INTERACTION:
-            if n < interaction_min:  # too few items to validate a nonlinear expert: its weight stays 0
-                record["skipped:interaction"] = f"{n} labelled items < {interaction_min}"
+            if n < max(interaction_min, 2 * folds):  # too few to validate a nonlinear expert: weight 0
+                record["skipped:interaction"] = f"{n} labelled items < {max(interaction_min, 2 * folds)}"
                 continue
             with torch.no_grad():
                 z = module.project(x)
             params, oof_j, info = _cv_fit_mlp(z, y, fold, k, c, module.interaction_hidden, interaction_penalties,
                                               interaction_steps, interaction_lr, seed)
             with torch.no_grad():
-                first, last = module.interaction[0], module.interaction[2]
-                first.weight.copy_(params[0][0].T)
-                first.bias.copy_(params[1][0])
-                last.weight.copy_(params[2][0].T)
-                last.bias.copy_(params[3][0])
+                for dst, src in zip(module.interaction, params):
+                    dst.copy_(src)
             oof[:, j] = oof_j
             present[:, j] = True
             record.update({f"{key}:{name}": v for key, v in info.items()})

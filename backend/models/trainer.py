@@ -370,7 +370,7 @@ def _probe_module(specs: dict[str, FeatureSpec], n_classes: int, fusion: FusionC
                   multi_label: bool) -> ProbeFusion:
     return ProbeFusion(specs, n_classes, fusion, joint=train.probe_joint, multi_label=multi_label,
                        interaction=train.probe_interaction, interaction_rank=train.probe_interaction_rank,
-                       network=train.probe_network)
+                       network=train.probe_network, folds=train.probe_folds)
 
 
 def _train_probe(dataset: MultimodalDataset, idx: np.ndarray, y_np: np.ndarray, fusion: FusionConfig,
