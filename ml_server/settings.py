@@ -114,11 +114,12 @@ class Settings(BaseSettings):
         "intermediate", validation_alias=AliasChoices("MMAL_FUSION", "fusion"))
     recipe: Literal["auto", "probe", "sgd"] = Field(
         "auto", validation_alias=AliasChoices("MMAL_RECIPE", "recipe"),
-        description="Training recipe: probe = standardised features, per-modality logistic heads by L-BFGS with C "
-                    "chosen by cross-validation, product of experts (docs/model_recipe.md: +13 to +15 AUBC points "
-                    "over sgd on emoji, +6 to +9 on mfeat, above a linear probe); sgd = the fusion network by "
-                    "AdamW (MMAL_EPOCHS, MMAL_PATIENCE, MMAL_FUSION); auto = probe when every modality is a "
-                    "feature vector (the pretrained featurizers), else sgd (pixels and tokens need encoders).")
+        description="Training recipe: probe = standardised features, per-modality and joint logistic heads by "
+                    "L-BFGS (C by cross-validation), a small MLP expert and the sgd network as further experts, "
+                    "fused as a product of experts weighted on held-out predictions (docs/model_recipe.md: +13 to "
+                    "+17 AUBC points over sgd on emoji, +6 to +10 on mfeat, above a linear probe at every budget); "
+                    "sgd = the fusion network by AdamW (MMAL_EPOCHS, MMAL_PATIENCE, MMAL_FUSION); auto = probe "
+                    "when every modality is a feature vector (the pretrained featurizers), else sgd.")
     epochs: int = Field(100, ge=1, validation_alias=AliasChoices("MMAL_EPOCHS", "epochs"))
     patience: int = Field(15, ge=1, validation_alias=AliasChoices("MMAL_PATIENCE", "patience"))
     warm_start: bool = Field(False, validation_alias=AliasChoices("MMAL_WARM_START", "warm_start"))
