@@ -37,7 +37,7 @@ from backend.data import UNLABELED, MultimodalDataset, Pool  # noqa: E402
 from backend.kernels import DenseEmbedding, FactoredEmbedding, greedy_k_center, kmeanspp_seeding  # noqa: E402
 from backend.models.fusion import FusionConfig  # noqa: E402
 from backend.models.trainer import TrainConfig, train_model  # noqa: E402
-from backend.strategies.base import get_strategy  # noqa: E402
+from backend.strategies import get_strategy  # noqa: E402
 from bench.common import CachedPredictionsModel, make_inputs  # noqa: E402
 
 

@@ -73,7 +73,7 @@ def _set_threads(n: int) -> None:
 
 
 def _setup_ours(kernel: str, inputs, b: int) -> Callable[[], np.ndarray]:
-    from backend.strategies.base import get_strategy
+    from backend.strategies import get_strategy
     from bench.common import cached_problem
 
     model, ds, pool = cached_problem(inputs, embeddings=kernel in ("coreset", "badge"))
@@ -161,7 +161,7 @@ def _scoring_child(n: int, b: int, seed: int) -> dict[str, Any]:
     from backend.data import UNLABELED, MultimodalDataset, Pool
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import PREDICT_BATCH, TrainConfig, train_model
-    from backend.strategies.base import get_strategy
+    from backend.strategies import get_strategy
     from bench.common import peak_rss_bytes, reset_peak_rss, rss_bytes, time_call
 
     rng = np.random.default_rng(seed)

@@ -526,13 +526,13 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def ours_strategies(names: Sequence[str]) -> list[str]:
-    """The names among ``names`` that are our modality-aware strategies (backend/strategies/modality_aware.py)."""
-    from backend.strategies.base import QueryError, get_strategy
+    """The names (or specs) among ``names`` that are our modality-aware strategies (``origin`` ours)."""
+    from backend.strategies import QueryError, StrategySpec
 
     out = []
     for n in names:
         try:
-            if type(get_strategy(n)).__module__.endswith("modality_aware"):
+            if StrategySpec.parse(n).strategy_class.origin == "ours":
                 out.append(n)
         except QueryError:  # a name from another version's registry: not ours
             continue

@@ -34,7 +34,7 @@ from backend.data import DataError, MultimodalDataset, Pool
 from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-from backend.strategies.base import get_strategy
+from backend.strategies import StrategySpec
 from benchmark.anchor import ANCHOR_COLUMNS, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
 from benchmark.scenarios import Scenario, is_real, make_scenario
@@ -261,7 +261,7 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
         pool = Pool.from_labeled(len(ds), labeled)
         model, t_s = round0_model(config, sc, ds, labeled, seed, fusion, train, Path(cache_dir) if cache_dir else None)
         rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc), probe(pool.labeled))]
-        strat = get_strategy(strategy)
+        strat = StrategySpec.parse(strategy).build()
         rnd = 0
         while True:
             if config.rounds is not None and rnd >= config.rounds:

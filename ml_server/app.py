@@ -147,14 +147,12 @@ class BackendState:
             log.warning("project %s: could not queue encoding ahead: %s", project_id, exc)
 
     def strategy_for(self, meta: dict[str, Any]):
-        from backend.strategies.base import get_strategy
-
-        name = meta.get("strategy") or self.settings.strategy
-        params = meta.get("strategy_params") or {}
-        cache_key = f"{name}:{sorted(params.items())!r}"
-        if cache_key not in self._strategies:
-            self._strategies[cache_key] = get_strategy(name, **params)
-        return self._strategies[cache_key]
+        """The strategy object a model version was ranked with (one per spec, kept)."""
+        spec = self.settings.version_strategy(meta)
+        key = str(spec)
+        if key not in self._strategies:
+            self._strategies[key] = spec.build()
+        return self._strategies[key]
 
 
 def _basic_auth_ok(header: bytes | None, settings: Settings) -> bool:
@@ -294,19 +292,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pid = parse_project_id(body.project)
         if pid is None:
             raise HTTPException(status_code=422, detail=f"project {body.project!r} is not '<id>.<timestamp>'")
+        strategy = None
         try:
             project = jobs.project_settings(settings, {"extra_params": body.extra_params})
             if project.strategy != settings.strategy or project.strategy_params != settings.strategy_params:
-                from backend.strategies.base import get_strategy
-
-                get_strategy(project.strategy, **project.strategy_params)  # unknown name or bad parameters
+                strategy = project.strategy_spec  # unknown name or bad parameters
         except (ValidationError, ValueError, TypeError) as exc:
             raise HTTPException(status_code=400, detail=f"invalid extra params: {exc}") from None
         if body.label_schema:
             from backend.data import DataError
+            from backend.strategies.base import QueryError, require_multi_label
             from ml_server.dataset import modality_specs
-
-            from backend.strategies.base import QueryError, get_strategy, require_multi_label
 
             try:
                 # the same checks the training job makes: two modalities this backend can featurize, and
@@ -314,7 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 config = parse_label_config(body.label_schema)
                 specs = modality_specs(config, project.featurizers, project.featurizer_params)
                 if config.multi_label:
-                    require_multi_label(get_strategy(project.strategy, **project.strategy_params))
+                    require_multi_label((strategy or project.strategy_spec).strategy_class)
             except (LabelConfigError, QueryError) as exc:
                 raise HTTPException(status_code=400, detail=f"label config not supported: {exc}") from None
             for spec in specs:

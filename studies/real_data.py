@@ -64,7 +64,7 @@ def run_cell(name: str, strategy: str, seed: int, n_initial: int, batch: int, ro
     from backend.data import Pool
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-    from backend.strategies.base import get_strategy
+    from backend.strategies import get_strategy
     from benchmark.protocol import derive_seed
 
     torch.set_num_threads(1)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from backend.kernels import FactoredEmbedding, greedy_k_center
-from backend.strategies.base import get_strategy
+from backend.strategies import get_strategy
 from bench.common import (
     badge_objective,
     cached_problem,

@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from backend.data import Pool
-from backend.strategies.base import get_strategy
+from backend.strategies import get_strategy
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs

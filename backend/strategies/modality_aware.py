@@ -20,12 +20,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from backend.data import MultimodalDataset, Pool
+from backend.data import MultimodalDataset, Pool, QueryError
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
 from backend.heuristics import entropy, margin, multilabel_entropy, multilabel_margin
 from backend.kernels import FactoredEmbedding, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, is_multi_label, register
+from backend.strategies.base import QueryResult, QueryStrategy, ScoringStrategy, is_multi_label
+from backend.strategies.registry import register
 
 Uncertainty = Literal["entropy", "margin"]
 
@@ -96,6 +97,8 @@ class UnderreliedUncertainty(ScoringStrategy):
 
     name = "underrelied_uncertainty"
     description = "fused uncertainty mixed with the least-relied modality's head uncertainty, weighted by imbalance"
+    family = "multimodal"
+    origin = "ours"
     multi_label = True
 
     def __init__(self, uncertainty: Uncertainty = "entropy", sample: int = 512, gain: float = 1.0) -> None:
@@ -166,6 +169,8 @@ class HeadDisagreement(ScoringStrategy):
 
     name = "head_disagreement"
     description = "mean Jensen-Shannon divergence between present unimodal heads and the fused prediction"
+    family = "multimodal"
+    origin = "ours"
     multi_label = True
 
     def __init__(self, tie: float = 1e-3) -> None:
@@ -242,6 +247,8 @@ class MissingAware(QueryStrategy):
 
     name = "missing_aware"
     description = "missing-discounted fused margin plus an imbalance-sized quota of weak-modality low-margin items"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, q_min: float = 0.0, q_max: float = 0.5, sample: int = 512, shrink: float = 5.0) -> None:
         if not 0.0 <= q_min <= q_max <= 1.0:
@@ -414,6 +421,8 @@ class ReducibleMargin(QueryStrategy):
 
     name = "reducible_margin"
     description = "fused margin stratified by presence pattern, with outlying (corrupted) modality copies last"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, stratify: bool = True, outlier_z: float | None = 3.0, k: int = 10,
                  quota: float | Literal["auto"] = "auto", q_max: float = 0.25, sample: int = 512,
@@ -476,6 +485,8 @@ class ReducibleBadge(QueryStrategy):
 
     name = "reducible_badge"
     description = "BADGE over non-outlying items, with corrupted modality copies last (and an optional weak quota)"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, outlier_z: float | None = 3.0, k: int = 10, quota: float | Literal["auto"] = 0.0,
                  q_max: float = 0.25, sample: int = 512) -> None:
