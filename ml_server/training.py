@@ -36,7 +36,7 @@ from connectors.labelstudio import LabelStudioConnector
 from ml_server.fetch import Fetcher, FetchPolicy
 from ml_server.label_config import LabelConfig, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, ModelStore, version_name
-from ml_server.scoring import LABELED_SCORE
+from ml_server.scoring import LABELED_SCORE, pool_scores
 from ml_server.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
     from ml_server.dataset import apply_scaling, build_task_dataset, feature_scaling, modality_specs
-    from ml_server.scoring import rank_pool
+    from backend.strategies.ranking import rank
 
     timings: dict[str, float] = {}
     strategy = (strategy or settings.strategy_spec).build()
@@ -131,8 +131,8 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
 
     t3 = time.time()
     pool = Pool.from_labeled(len(ds), labeled)
-    ranking = rank_pool(strategy, model, ds, pool, seed=settings.seed, batch=settings.query_batch)
-    scores = ranking.scores()
+    ranking = rank(strategy, model, ds, pool, seed=settings.seed, batch=settings.query_batch)
+    scores = pool_scores(ranking)
     predicted = predicted_labels(model.predict(ds, np.arange(len(ds))).probs, config.class_names, config.multi_label)
     timings["rank_s"] = time.time() - t3
 

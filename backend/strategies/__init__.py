@@ -10,8 +10,9 @@ Importing the package registers the built-in strategies (:mod:`backend.strategie
 
 from backend.strategies import classic, diversity, modality_aware, multimodal  # noqa: F401  (register the built-ins)
 from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy
+from backend.strategies.ranking import Ranking, rank
 from backend.strategies.registry import list_strategies, register, strategy_class
 from backend.strategies.spec import StrategySpec, get_strategy
 
-__all__ = ["QueryError", "QueryResult", "QueryStrategy", "ScoringStrategy", "StrategySpec", "get_strategy",
-           "list_strategies", "register", "strategy_class"]
+__all__ = ["QueryError", "QueryResult", "QueryStrategy", "Ranking", "ScoringStrategy", "StrategySpec", "get_strategy",
+           "list_strategies", "rank", "register", "strategy_class"]

@@ -22,7 +22,7 @@ import torch
 
 from backend.data import MultimodalDataset, Pool, QueryError
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
-from backend.heuristics import entropy, margin, multilabel_entropy, multilabel_margin
+from backend.heuristics import entropy, margin_uncertainty, multilabel_entropy
 from backend.kernels import FactoredEmbedding, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
 from backend.strategies.base import QueryResult, QueryStrategy, ScoringStrategy, is_multi_label
@@ -37,18 +37,14 @@ def normalized_uncertainty(probs: torch.Tensor, kind: Uncertainty = "entropy", m
     entropy: H(p) / log C; margin: 1 - (p_(1) - p_(2)). For per-class sigmoids (``multi_label``):
     the mean binary entropy / log 2, and 1 - min_c |2 p_c - 1|.
     """
-    if multi_label:
-        if kind == "entropy":
-            return multilabel_entropy(probs) / math.log(2.0)
-        if kind == "margin":
-            return 1.0 + multilabel_margin(probs)
-        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
-    c = probs.shape[1]
-    if kind == "entropy":
-        return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
     if kind == "margin":
-        return 1.0 + margin(probs)
-    raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+        return margin_uncertainty(probs, multi_label)
+    if kind != "entropy":
+        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+    if multi_label:
+        return multilabel_entropy(probs) / math.log(2.0)
+    c = probs.shape[1]
+    return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
 
 
 def reliance_shares(
