@@ -46,12 +46,17 @@ def basic(user: str, password: str) -> str:
 
 
 def every_route(app) -> list[tuple[str, str]]:
-    """(method, path) of every route the app serves, the OpenAPI docs included."""
+    """(method, path) of every route the app serves, the OpenAPI docs and the routers' routes included (FastAPI
+    keeps an included router as one entry of ``app.routes``, its routes under ``original_router``)."""
     out = []
-    for route in app.routes:
+    todo = list(app.routes)
+    while todo:
+        route = todo.pop(0)
         if isinstance(route, (APIRoute, Route)):
             for method in sorted(route.methods or {"GET"}):
                 out.append((method, route.path))
+        elif hasattr(route, "original_router"):
+            todo[:0] = route.original_router.routes
     return out
 
 
