@@ -17,15 +17,13 @@ Why it is built this way (the evaluation pitfalls of active learning, Lueth et a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -34,6 +32,7 @@ from backend.data import DataError, MultimodalDataset, Pool
 from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
+from backend.runtime import torch_threads
 from backend.strategies import StrategySpec
 from benchmark.anchor import ANCHOR_COLUMNS, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
@@ -66,17 +65,6 @@ def result_columns(modalities: list[str], anchor: bool = False, multi_label: boo
     for prefix in ("contribution", "unimodal_acc", "representation_gap"):
         cols += [f"{prefix}:{m}" for m in modalities]
     return cols + ["reliance_gap"]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with a fixed number of torch CPU threads (results must not depend on the machine's cores)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 _SCENARIO_MEMO: dict[str, Scenario] = {}
@@ -323,31 +311,3 @@ def select_recipe(config: BenchmarkConfig, scenario_name: str) -> dict[str, Any]
             scores.append(label_scores(pred, sc.val.labels, sc.val.n_classes)[HEADLINE[sc.val.multi_label]])
         best = int(np.argmax(scores))  # first best on ties: deterministic
         return {"chosen": best, "overrides": dict(config.recipe_candidates[best]), "scores": scores, "n_labeled": k}
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so a reader (or a resumed run) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

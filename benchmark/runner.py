@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 
 from backend.data import DataError
+from backend.files import replacing, write_json_atomic
 from benchmark.protocol import (build_scenario, default_cache_dir, has_scenario, remember_scenario,
-                                resolve_recipe, result_columns, run_cell, scenario_key, select_recipe,
-                                write_json_atomic)
+                                resolve_recipe, result_columns, run_cell, scenario_key, select_recipe)
 from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig, check_multi_label_strategies, resolve_strategies
 
 QUEUE_NAME = "mmal-benchmark"
@@ -122,6 +122,11 @@ def redact_url(url: str) -> str:
     return url
 
 
+def write_record(path: Path, obj: Any) -> None:
+    """A run's JSON record (a cell's rows, run.json): atomic, indented, readable by all (results are shared)."""
+    write_json_atomic(path, obj, mode=0o644, indent=1)
+
+
 def strategy_families(strategies: Iterable[str]) -> dict[str, str]:
     """name (or spec) -> the report's label: 'baseline' (random), 'unimodal' (family classic), 'multimodal'
     (family multimodal, from the literature) or 'ours' (our modality-aware strategies).
@@ -185,13 +190,11 @@ def assemble(out: Path, config: BenchmarkConfig) -> pd.DataFrame:
     if "reliance_gap" in columns:
         ordered.append("reliance_gap")
     df = pd.DataFrame(rows, columns=ordered)
-    tmp = out / ".results.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    with replacing(out / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
     try:
-        tmpq = out / ".results.parquet.tmp"
-        df.to_parquet(tmpq, index=False)
-        os.replace(tmpq, out / "results.parquet")
+        with replacing(out / "results.parquet") as tmp:
+            df.to_parquet(tmp, index=False)
     except (ImportError, ValueError):  # parquet is a convenience, CSV is the record
         pass
     return df
@@ -306,7 +309,7 @@ def _overrides(recipes: Mapping[str, Any], cell: Cell) -> dict[str, Any] | None:
 
 
 def _write_cell(out: Path, cell: Cell, record: Mapping[str, Any]) -> None:
-    write_json_atomic(out / "cells" / f"{cell.id}.json", dict(record))
+    write_record(out / "cells" / f"{cell.id}.json", dict(record))
 
 
 def _run_local(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: Mapping[str, Any],
@@ -474,7 +477,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, queue: str | None
         "packages": package_versions(), "machine": machine_info(), "invocations": invocations,
         "created": (prev or {}).get("created", started),
     }
-    write_json_atomic(out / "run.json", run)
+    write_record(out / "run.json", run)
     (out / "cache").mkdir(exist_ok=True)
     n_done = sum(c.id in done for c in cells)
     bar = _Progress(len(cells), n_done, progress, f"benchmark {config.suite}")
@@ -492,7 +495,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, queue: str | None
         run["invocations"][-1]["wall_seconds"] = time.perf_counter() - t0
         run["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         run["wall_seconds_total"] = float(sum(i.get("wall_seconds", 0.0) for i in run["invocations"]))
-        write_json_atomic(out / "run.json", run)
+        write_record(out / "run.json", run)
     return df
 
 
