@@ -29,9 +29,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from backend.strategies.ranking import item_priority
+from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config, predicted_labels
 from ml_server.dataset import ModalitySpec, apply_scaling, build_task_dataset, no_usable_value, task_label
 from ml_server.fetch import Fetcher
-from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, LoadedVersion
 from ml_server.scoring import LABELED_SCORE, calibrated_score
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from backend.data import DataError, Pool
+from connectors.label_config import LabelConfig, parse_label_config, predicted_labels
 from connectors.labelstudio import LabelStudioConnector
 from ml_server.fetch import Fetcher, FetchPolicy
-from ml_server.label_config import LabelConfig, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, ModelStore, version_name
 from ml_server.scoring import LABELED_SCORE, pool_scores
 from ml_server.settings import Settings

@@ -442,8 +442,8 @@ def test_scores_follow_the_strategy_ranking(settings, trained):
     """score = rank / n over the unlabelled pool, rank from the strategy's own priorities."""
     from backend.data import Pool
     from backend.strategies import get_strategy, rank
+    from connectors.label_config import parse_label_config
     from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs
-    from ml_server.label_config import parse_label_config
     from ml_server.scoring import calibrated_score
 
     config, tasks, _, version = use_trained(trained, settings)

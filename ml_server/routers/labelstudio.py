@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from connectors.label_config import LabelConfigError, parse_label_config
 from ml_server import jobs
 from ml_server.deps import AppSettings, State
-from ml_server.label_config import LabelConfigError, parse_label_config
 from ml_server.predictor import UNTRAINED_VERSION, parse_project_id, predict_tasks
 from ml_server.schemas import (PredictRequest, PredictResponse, SetupRequest, SetupResponse, WebhookRequest,
                                WebhookResponse)
