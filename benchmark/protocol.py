@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
 from backend.runtime import torch_threads
-from backend.strategies import StrategySpec
+from backend.strategies import QueryStrategy, StrategySpec
 from benchmark.anchor import ANCHOR_COLUMNS, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
 from benchmark.scenarios import Scenario, is_real, make_scenario
@@ -211,12 +211,20 @@ def _row(scenario: Scenario, strategy: str, seed: int, rnd: int, n_labeled: int,
     return {c: fixed[c] if c in fixed else float(values[c]) for c in cols}
 
 
+def build_strategy(strategy: str) -> QueryStrategy:
+    """A cell's strategy object from its name or spec (``name(key=value, ...)``, :class:`StrategySpec`)."""
+    return StrategySpec.parse(strategy).build()
+
+
 def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: int, *,
-             recipe: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+             recipe: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+             make_strategy: Callable[[str], QueryStrategy] = build_strategy) -> list[dict[str, Any]]:
     """Run one (scenario, strategy, seed) cell and return one row per round (round 0 = initial model).
 
     ``strategy == "full_pool"`` gives the upper reference instead: one row for the same recipe
     trained on the whole pool (with the oracle's answers). ``recipe``: the chosen candidate's overrides.
+    ``make_strategy``: name -> strategy object (default: the registered strategy of that spec; the studies
+    pass their own, for variants that are not product strategies).
     Real-data scenarios with feature vectors also record ``anchor_acc`` (label sets: and ``anchor_micro_f1``):
     the linear-probe anchor (:mod:`benchmark.anchor`) fitted on the same labelled items with the same answers.
     """
@@ -249,7 +257,7 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
         pool = Pool.from_labeled(len(ds), labeled)
         model, t_s = round0_model(config, sc, ds, labeled, seed, fusion, train, Path(cache_dir) if cache_dir else None)
         rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc), probe(pool.labeled))]
-        strat = StrategySpec.parse(strategy).build()
+        strat = make_strategy(strategy)
         rnd = 0
         while True:
             if config.rounds is not None and rnd >= config.rounds:

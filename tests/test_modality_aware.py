@@ -385,3 +385,19 @@ def test_ablation_suite_resolves_every_variant() -> None:
     assert all(f == "ours" for s, f in strategy_families(variants).items())
     with pytest.raises(QueryError, match="quota must be"):
         resolve_strategies(BenchmarkConfig(strategies=("random", "reducible_margin(quota=3)")))
+
+
+def test_study_variants_are_specs_and_register_nothing() -> None:
+    """studies/ is outside the product: its variants are specs (or an unregistered class with settings)."""
+    from backend.strategies import StrategySpec, list_strategies
+    from backend.strategies.modality_aware import ReducibleBadge
+
+    before = list_strategies()
+    from studies.variants import SPECS, make_strategy
+
+    assert list_strategies() == before
+    assert all(StrategySpec.parse(spec).name in before for spec in SPECS.values())
+    rm = make_strategy("rm_strat_only")
+    assert isinstance(rm, ReducibleMargin) and rm.outlier_z is None and rm.stratify
+    assert isinstance(make_strategy("rb_auto"), ReducibleBadge) and make_strategy("rb_auto").quota == "auto"
+    assert isinstance(make_strategy("margin"), type(get_strategy("margin")))

@@ -476,7 +476,7 @@ class ReducibleBadge(QueryStrategy):
     norms minus 2 for outliers (a sensible order beyond the batch).
 
     Not in the registry: on the development seeds it beat neither ``reducible_margin`` nor the best
-    baseline by a reliable margin (docs/modality_aware.md); ``studies/variants.py`` registers its variants.
+    baseline by a reliable margin (docs/modality_aware.md); ``studies/variants.py`` runs its variants.
     """
 
     name = "reducible_badge"
