@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     server_threads: int = Field(1, ge=0, validation_alias=AliasChoices("MMAL_SERVER_THREADS", "server_threads"),
                                 description="torch threads of `mmal serve` (0: torch's default). /predict runs many "
                                             "small forward passes, where OpenMP threads spin-wait more than they help: "
-                                            "1 thread made a 100-task call 3.6x cheaper in CPU (bench/RESULTS.md).")
+                                            "1 thread made a 100-task call 3.6x cheaper in CPU (perf/RESULTS.md).")
     log_level: LogLevelName = Field(
         "INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
         description="Log level of `mmal serve` and `mmal worker` (label-studio-ml-backend's name); their "

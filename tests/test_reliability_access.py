@@ -23,13 +23,13 @@ import redis
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
-from bench.server_harness import wait_healthy
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project
 from ml_server.ls_process import free_port
 from ml_server.settings import Settings
+from perf.server_harness import wait_healthy
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 REPO = Path(__file__).resolve().parents[1]
