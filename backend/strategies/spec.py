@@ -110,7 +110,8 @@ class StrategySpec(BaseModel):
     def __str__(self) -> str:
         if not self.params:
             return self.name
-        return f"{self.name}({', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(self.params.items()))})"
+        settings = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({settings})"
 
 
 def get_strategy(name: str, **params: Any) -> QueryStrategy:
