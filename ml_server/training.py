@@ -90,19 +90,19 @@ def count_labeled(tasks: list[Mapping[str, Any]], config: LabelConfig) -> int:
 
 
 def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config: str, settings: Settings,
-                  store: ModelStore, fetcher: Fetcher | None, strategy: StrategySpec | None = None) -> BuiltVersion:
+                  store: ModelStore, fetcher: Fetcher | None, spec: StrategySpec | None = None) -> BuiltVersion:
     """Featurize ``tasks``, train on the labelled ones, rank the rest, save a new version (not current).
 
-    ``strategy``: the settings' strategy when already checked (else ``settings.strategy_spec``)."""
+    ``spec``: the settings' strategy when already checked (else ``settings.strategy_spec``)."""
     from backend.diagnostics import diagnose
     from backend.encoders import FeatureCache
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-    from ml_server.dataset import apply_scaling, build_task_dataset, feature_scaling, modality_specs
     from backend.strategies.ranking import rank
+    from ml_server.dataset import apply_scaling, build_task_dataset, feature_scaling, modality_specs
 
     timings: dict[str, float] = {}
-    strategy = (strategy or settings.strategy_spec).build()
+    strategy = (spec or settings.strategy_spec).build()
     config = parse_label_config(label_config)
     specs = modality_specs(config, settings.featurizers, settings.featurizer_params)
     t1 = time.time()
@@ -190,7 +190,7 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
     an annotation webhook or START_TRAINING always trains.
     """
     t0 = time.time()
-    strategy = settings.strategy_spec  # fail fast on a bad strategy
+    spec = settings.strategy_spec  # fail fast on a bad strategy
     url, token = label_studio_access(settings, setup)
     ls = LabelStudioConnector(url, token)
     store = ModelStore(settings.model_dir)
@@ -221,7 +221,7 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
             scored["timings"]["pull_s"] = pull_s
             return scored
         with make_fetcher(settings, url, ls) as fetcher:
-            built = build_version(project_id, tasks, label_config, settings, store, fetcher, strategy)
+            built = build_version(project_id, tasks, label_config, settings, store, fetcher, spec)
         publish_timings = publish(ls, store, project_id, built, settings, superseded=superseded)
         summary = dict(built.summary)
         summary["timings"] = {**summary["timings"], "pull_s": pull_s, **publish_timings,
