@@ -24,6 +24,10 @@ class DataError(ValueError):
     """Bad dataset input; the message names the modality, field or item that is wrong."""
 
 
+class QueryError(DataError):
+    """A query that cannot be answered (empty pool, n too large, unknown strategy or bad settings)."""
+
+
 @dataclass
 class MultimodalDataset:
     """N items with two or more named modalities.

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["least_confidence", "margin", "entropy", "bald", "multilabel_least_confidence", "multilabel_margin",
-           "multilabel_entropy", "multilabel_bald", "EPS"]
+__all__ = ["least_confidence", "margin", "margin_uncertainty", "entropy", "bald", "multilabel_least_confidence",
+           "multilabel_margin", "multilabel_entropy", "multilabel_bald", "EPS"]
 
 EPS: float = 1e-12
 """Lower clamp for probabilities inside logs (finite entropy at p = 0)."""
@@ -57,6 +57,13 @@ def margin(probs: torch.Tensor) -> torch.Tensor:
         return -torch.ones(probs.shape[0], dtype=probs.dtype, device=probs.device)
     top2 = probs.topk(2, dim=-1).values
     return -(top2[:, 0] - top2[:, 1])
+
+
+def margin_uncertainty(probs: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """(n,) ``1 - (p_(1) - p_(2))`` in [0, 1]: the margin as an uncertainty (1 = a tie, 0 = certain), the one
+    margin every caller uses (``margin_uncertainty = 1 + margin``). ``multi_label``: ``1 - min_c |2 p_c - 1|``
+    of per-class sigmoids (:func:`multilabel_margin`). A single class gives 0."""
+    return 1.0 + (multilabel_margin(probs) if multi_label else margin(probs))
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -526,13 +526,13 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def ours_strategies(names: Sequence[str]) -> list[str]:
-    """The names among ``names`` that are our modality-aware strategies (backend/strategies/modality_aware.py)."""
-    from backend.strategies.base import QueryError, get_strategy
+    """The names (or specs) among ``names`` that are our modality-aware strategies (``origin`` ours)."""
+    from backend.strategies import QueryError, StrategySpec
 
     out = []
     for n in names:
         try:
-            if type(get_strategy(n)).__module__.endswith("modality_aware"):
+            if StrategySpec.parse(n).strategy_class.origin == "ours":
                 out.append(n)
         except QueryError:  # a name from another version's registry: not ours
             continue
@@ -614,23 +614,3 @@ def scenarios_cmd() -> None:
     table.add_row("PATH.jsonl|.csv|.tsv|.json", "your own manifest or Label Studio export (--dataset PATH; "
                   "--modalities, --ignore-columns), optionally +missing_mcar_<pct> / +missing_mnar_<pct>")
     Console().print(table)
-
-
-def run_worker(queue: str, *, burst: bool = False, extra_queues: Sequence[str] = (), name: str | None = None) -> bool:
-    """Serve benchmark cells (queue ``mmal-benchmark``, plus ``extra_queues``) from the Redis at ``queue``."""
-    from redis import Redis
-    from rq import Queue
-
-    from benchmark.runner import QUEUE_NAME, BenchmarkWorker
-
-    conn = Redis.from_url(queue)
-    names = [QUEUE_NAME, *[q for q in extra_queues if q != QUEUE_NAME]]
-    w = BenchmarkWorker([Queue(n, connection=conn) for n in names], connection=conn, name=name)
-    return bool(w.work(burst=burst))
-
-
-def worker(queue: str = typer.Option("redis://127.0.0.1:6379/0", "--queue", envvar="REDIS_URL",
-                                     help="Redis URL of the benchmark queue."),
-           burst: bool = typer.Option(False, help="Exit when the queue is empty.")) -> None:
-    """Run an RQ worker for benchmark cells (mount as ``mmal worker``)."""
-    run_worker(queue, burst=burst)

@@ -17,15 +17,13 @@ Why it is built this way (the evaluation pitfalls of active learning, Lueth et a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -34,7 +32,8 @@ from backend.data import DataError, MultimodalDataset, Pool
 from backend.diagnostics import diagnose
 from backend.models.fusion import FusionConfig
 from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-from backend.strategies.base import get_strategy
+from backend.runtime import torch_threads
+from backend.strategies import QueryStrategy, StrategySpec
 from benchmark.anchor import ANCHOR_COLUMNS, LinearProbeAnchor
 from benchmark.oracle import SimulatedOracle
 from benchmark.scenarios import Scenario, is_real, make_scenario
@@ -66,17 +65,6 @@ def result_columns(modalities: list[str], anchor: bool = False, multi_label: boo
     for prefix in ("contribution", "unimodal_acc", "representation_gap"):
         cols += [f"{prefix}:{m}" for m in modalities]
     return cols + ["reliance_gap"]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with a fixed number of torch CPU threads (results must not depend on the machine's cores)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 _SCENARIO_MEMO: dict[str, Scenario] = {}
@@ -223,12 +211,20 @@ def _row(scenario: Scenario, strategy: str, seed: int, rnd: int, n_labeled: int,
     return {c: fixed[c] if c in fixed else float(values[c]) for c in cols}
 
 
+def build_strategy(strategy: str) -> QueryStrategy:
+    """A cell's strategy object from its name or spec (``name(key=value, ...)``, :class:`StrategySpec`)."""
+    return StrategySpec.parse(strategy).build()
+
+
 def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: int, *,
-             recipe: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+             recipe: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+             make_strategy: Callable[[str], QueryStrategy] = build_strategy) -> list[dict[str, Any]]:
     """Run one (scenario, strategy, seed) cell and return one row per round (round 0 = initial model).
 
     ``strategy == "full_pool"`` gives the upper reference instead: one row for the same recipe
     trained on the whole pool (with the oracle's answers). ``recipe``: the chosen candidate's overrides.
+    ``make_strategy``: name -> strategy object (default: the registered strategy of that spec; the studies
+    pass their own, for variants that are not product strategies).
     Real-data scenarios with feature vectors also record ``anchor_acc`` (label sets: and ``anchor_micro_f1``):
     the linear-probe anchor (:mod:`benchmark.anchor`) fitted on the same labelled items with the same answers.
     """
@@ -261,7 +257,7 @@ def run_cell(config: BenchmarkConfig, scenario_name: str, strategy: str, seed: i
         pool = Pool.from_labeled(len(ds), labeled)
         model, t_s = round0_model(config, sc, ds, labeled, seed, fusion, train, Path(cache_dir) if cache_dir else None)
         rows = [_row(sc, strategy, seed, 0, pool.labeled.size, cost, 0.0, t_s, evaluate(model, sc), probe(pool.labeled))]
-        strat = get_strategy(strategy)
+        strat = make_strategy(strategy)
         rnd = 0
         while True:
             if config.rounds is not None and rnd >= config.rounds:
@@ -323,31 +319,3 @@ def select_recipe(config: BenchmarkConfig, scenario_name: str) -> dict[str, Any]
             scores.append(label_scores(pred, sc.val.labels, sc.val.n_classes)[HEADLINE[sc.val.multi_label]])
         best = int(np.argmax(scores))  # first best on ties: deterministic
         return {"chosen": best, "overrides": dict(config.recipe_candidates[best]), "scores": scores, "n_labeled": k}
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so a reader (or a resumed run) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from backend.data import DataError
 from backend.diagnostics import informativeness_shares
+from backend.files import json_default
 from benchmark import metrics as M
 from benchmark.anchor import ANCHOR_COLUMNS
 
@@ -417,7 +418,7 @@ def build_report(run_dir: str | Path) -> Path:
     img_mod = {ds: plot_modalities(df, run, ds, figs / f"modalities_{_safe(ds)}.png") for ds in datasets}
     c1, c2, c3 = M.claim_reliance(df), M.claim_strategies(df), M.claim_multimodal(df, families)
     findings = {"claim1": c1, "claim2": c2, "claim3": c3}
-    (run_dir / "findings.json").write_text(json.dumps(findings, indent=1, default=_json_safe))
+    (run_dir / "findings.json").write_text(json.dumps(findings, indent=1, default=json_default))
 
     cfg = run.get("config", {})
     parts = [f"<h1>mmal benchmark report: {html.escape(str(cfg.get('suite', run_dir.name)))}</h1>"]
@@ -520,13 +521,3 @@ def _timing_html(df: pd.DataFrame) -> str:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.replace("+", "--"))
-
-
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    raise TypeError(type(o).__name__)

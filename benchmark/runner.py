@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 
 from backend.data import DataError
+from backend.files import replacing, write_json_atomic
 from benchmark.protocol import (build_scenario, default_cache_dir, has_scenario, remember_scenario,
-                                resolve_recipe, result_columns, run_cell, scenario_key, select_recipe,
-                                write_json_atomic)
+                                resolve_recipe, result_columns, run_cell, scenario_key, select_recipe)
 from benchmark.suites import REFERENCE_STRATEGY, BenchmarkConfig, check_multi_label_strategies, resolve_strategies
 
 QUEUE_NAME = "mmal-benchmark"
@@ -122,21 +122,27 @@ def redact_url(url: str) -> str:
     return url
 
 
-def strategy_families(strategies: Iterable[str]) -> dict[str, str]:
-    """name -> 'baseline' (random), 'unimodal' (classic/diversity) or 'multimodal' (uses modalities).
+def write_record(path: Path, obj: Any) -> None:
+    """A run's JSON record (a cell's rows, run.json): atomic, indented, readable by all (results are shared)."""
+    write_json_atomic(path, obj, mode=0o644, indent=1)
 
-    Decided by the module that defines the strategy, so a new multimodal strategy is classified
-    without editing the benchmark.
+
+def strategy_families(strategies: Iterable[str]) -> dict[str, str]:
+    """name (or spec) -> the report's label: 'baseline' (random), 'unimodal' (family classic), 'multimodal'
+    (family multimodal, from the literature) or 'ours' (our modality-aware strategies).
+
+    Read from the strategy's class (``family`` and ``origin``), so a new strategy is classified without
+    editing the benchmark. The seed paper's claim 3 counts 'multimodal' and 'ours' as multimodal.
     """
-    from backend.strategies.base import get_strategy
+    from backend.strategies import StrategySpec
 
     out = {}
     for name in strategies:
-        if name == "random":
-            out[name] = "baseline"
-            continue
-        module = type(get_strategy(name)).__module__.rsplit(".", 1)[-1]
-        out[name] = "multimodal" if module in ("multimodal", "modality_aware") else "unimodal"
+        cls = StrategySpec.parse(name).strategy_class
+        if cls.origin in ("baseline", "ours"):
+            out[name] = cls.origin
+        else:
+            out[name] = "unimodal" if cls.family == "classic" else "multimodal"
     return out
 
 
@@ -184,13 +190,11 @@ def assemble(out: Path, config: BenchmarkConfig) -> pd.DataFrame:
     if "reliance_gap" in columns:
         ordered.append("reliance_gap")
     df = pd.DataFrame(rows, columns=ordered)
-    tmp = out / ".results.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    with replacing(out / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
     try:
-        tmpq = out / ".results.parquet.tmp"
-        df.to_parquet(tmpq, index=False)
-        os.replace(tmpq, out / "results.parquet")
+        with replacing(out / "results.parquet") as tmp:
+            df.to_parquet(tmp, index=False)
     except (ImportError, ValueError):  # parquet is a convenience, CSV is the record
         pass
     return df
@@ -305,7 +309,7 @@ def _overrides(recipes: Mapping[str, Any], cell: Cell) -> dict[str, Any] | None:
 
 
 def _write_cell(out: Path, cell: Cell, record: Mapping[str, Any]) -> None:
-    write_json_atomic(out / "cells" / f"{cell.id}.json", dict(record))
+    write_record(out / "cells" / f"{cell.id}.json", dict(record))
 
 
 def _run_local(config: BenchmarkConfig, cells: list[Cell], out: Path, recipes: Mapping[str, Any],
@@ -473,7 +477,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, queue: str | None
         "packages": package_versions(), "machine": machine_info(), "invocations": invocations,
         "created": (prev or {}).get("created", started),
     }
-    write_json_atomic(out / "run.json", run)
+    write_record(out / "run.json", run)
     (out / "cache").mkdir(exist_ok=True)
     n_done = sum(c.id in done for c in cells)
     bar = _Progress(len(cells), n_done, progress, f"benchmark {config.suite}")
@@ -491,7 +495,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, queue: str | None
         run["invocations"][-1]["wall_seconds"] = time.perf_counter() - t0
         run["invocations"][-1]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         run["wall_seconds_total"] = float(sum(i.get("wall_seconds", 0.0) for i in run["invocations"]))
-        write_json_atomic(out / "run.json", run)
+        write_record(out / "run.json", run)
     return df
 
 
@@ -500,10 +504,8 @@ def preload() -> None:
 
     RQ runs each job in a forked work horse; without this every job would pay the imports again.
     """
-    from backend.strategies.base import list_strategies
-
-    list_strategies()
     import backend.diagnostics  # noqa: F401
+    import backend.strategies  # noqa: F401
     import benchmark.scenarios  # noqa: F401
 
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # first use lazily imports torch._dynamo (seconds)

@@ -197,14 +197,15 @@ def check_multi_label_strategies(config: BenchmarkConfig) -> None:
     first query), but only after the scenario is built and a round-0 model trained, as a traceback from
     inside a worker. One line naming the strategies and the scenarios saves that run.
     """
-    from backend.strategies.base import list_strategies, parse_strategy_spec, strategy_class
+    from backend.strategies import StrategySpec
+    from backend.strategies.registry import multi_label_strategies
 
     multi = [s for s in config.scenarios if is_multi_label(s)]
     bad = [s for s in config.strategies
-           if s != ALL_STRATEGIES and not strategy_class(parse_strategy_spec(s)[0]).multi_label]
+           if s != ALL_STRATEGIES and not StrategySpec.parse(s).strategy_class.multi_label]
     if multi and bad:
         one, single = len(bad) == 1, len(multi) == 1
-        ok = [n for n in list_strategies() if strategy_class(n).multi_label]
+        ok = multi_label_strategies()
         raise DataError(f"strateg{'y' if one else 'ies'} {', '.join(map(repr, bad))} ha{'s' if one else 've'} no "
                         f"multi-label form, but scenario{'' if single else 's'} {', '.join(map(repr, multi))} "
                         f"label{'s' if single else ''} items with sets of classes; drop {'it' if one else 'them'} "
@@ -212,19 +213,16 @@ def check_multi_label_strategies(config: BenchmarkConfig) -> None:
 
 
 def resolve_strategies(config: BenchmarkConfig) -> BenchmarkConfig:
-    """Replace the strategy name ``all`` by every registered strategy; reject unknown names early."""
-    from backend.strategies.base import QueryError, get_strategy, list_strategies, parse_strategy_spec
+    """Replace the strategy name ``all`` by every registered strategy; check every name or spec
+    (:class:`backend.strategies.StrategySpec`: unknown names and bad settings are named before anything runs).
+    The strategies stay strings as written: they label the results and travel to workers as JSON."""
+    from backend.strategies import StrategySpec, list_strategies
 
-    known = list(list_strategies())
-    every = sorted(known, key=lambda n: (n != "random", n))  # the baseline first, then by name
+    every = sorted(list_strategies(), key=lambda n: (n != "random", n))  # the baseline first, then by name
     names: list[str] = []
     for s in config.strategies:
         for n in (every if s == ALL_STRATEGIES else [s]):
-            base = parse_strategy_spec(n)[0]
-            if base not in known:
-                raise QueryError(f"unknown strategy '{n}'; known: {', '.join(known)}")
-            if n != base:
-                get_strategy(n)  # a variant spec: bad settings are named before anything runs
+            StrategySpec.parse(n)
             if n not in names:
                 names.append(n)
     return config.with_(strategies=tuple(names))

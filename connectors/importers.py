@@ -40,6 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from backend.data import UNLABELED, DataError, MultimodalDataset
+from connectors.label_config import read_label_config
 
 __all__ = ["load_manifest", "load_label_studio_export", "choices_from_label_config", "RowError", "ColumnError",
            "plan_columns", "MODALITY_KINDS", "IMAGE_EXTENSIONS", "SPLIT_VALUES"]
@@ -589,17 +590,9 @@ def _columns_meta(kinds: Mapping[str, str], id_field: str, label_field: str, spl
 # --------------------------------------------------------------------------------------------- Label Studio
 def choices_from_label_config(label_config: str, name: str | None = None) -> dict[str, list[str]] | list[str]:
     """The ``<Choices>`` of a Label Studio labelling config: ``{control name: [choice values]}``, or the
-    values of control ``name`` when given (the class names, in the config's order)."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.fromstring(label_config)
-    except ET.ParseError as exc:
-        raise DataError(f"label config is not valid XML: {exc}") from None
-    out: dict[str, list[str]] = {}
-    for ch in root.iter("Choices"):
-        values = [c.get("value") or c.get("alias") for c in ch.iter("Choice")]
-        out[ch.get("name", "")] = [v for v in values if v is not None]
+    values of control ``name`` when given (the class names, in the config's order; a choice's ``alias`` when
+    it has one, as annotations store it), as :func:`connectors.label_config.read_label_config` reads them."""
+    out = {control.name: list(control.choices) for control in read_label_config(label_config)[1]}
     if name is None:
         return out
     if name not in out:

@@ -23,8 +23,8 @@ import numpy as np
 from backend.data import UNLABELED, DataError, MultimodalDataset
 from backend.encoders import FeatureCache, Featurizer, featurize, get_featurizer
 from backend.encoders.base import ItemError
+from connectors.label_config import LabelConfig, LabelConfigError
 from ml_server.fetch import Fetcher, FetchError
-from ml_server.label_config import LabelConfig, LabelConfigError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import os
 import socket
-import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import httpx
 
 from backend.data import DataError
 from backend.encoders.builtin import decode_data_url
+from backend.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +295,6 @@ class Fetcher:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fetch.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, data, fsync=False, mode=0o600)  # a cache: an entry lost in a crash is refetched
         except OSError as exc:  # a cache that cannot write only costs a refetch
             log.warning("fetch cache write failed for %s: %s", _short(url), exc)

@@ -25,12 +25,12 @@ import traceback
 import uuid
 from typing import Any
 
-import numpy as np
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from backend.files import json_default_str
 from ml_server.settings import ProjectOverrides, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def set_status(conn: redis.Redis, project_id: int, **fields: Any) -> None:
     """
     fields["updated_at"] = time.time()
     conn.hset(key("status", project_id),
-              mapping={k: json.dumps(v, default=_json_default) for k, v in fields.items()})
+              mapping={k: json.dumps(v, default=json_default_str) for k, v in fields.items()})
 
 
 def get_status(conn: redis.Redis, project_id: int) -> dict[str, Any]:
@@ -397,7 +397,7 @@ def train_project(project_id: int, reason: str = "") -> dict[str, Any]:
         return _train_project(conn, base, pid, job_id, reason)
     except Exception as exc:
         log.error("job_failed %s", json.dumps(job_failure_record(job_id, pid, reason, exc), sort_keys=True,
-                                               default=_json_default))
+                                               default=json_default_str))
         raise
 
 
@@ -470,18 +470,8 @@ def _train_locked(conn: redis.Redis, base: Settings, pid: int, job_id: str, reas
         set_status(conn, pid, state="idle", last_scoring=summary, finished_at=time.time(), job_id=job_id)
         return summary
     conn.incr(key("trainings", pid))
-    conn.lpush(key("history", pid), json.dumps(summary, default=_json_default))
+    conn.lpush(key("history", pid), json.dumps(summary, default=json_default_str))
     conn.ltrim(key("history", pid), 0, 19)
     set_status(conn, pid, state="idle", model_version=summary["model_version"], last_training=summary,
                diagnostics=summary.get("diagnostics"), finished_at=time.time(), job_id=job_id)
     return summary
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

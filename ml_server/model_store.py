@@ -35,22 +35,12 @@ from typing import Any
 import numpy as np
 
 from backend.data import DataError
+from backend.files import json_default, write_atomic
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+PRIVATE = 0o600  # the project's state files (current.json, cold_start.json, task-cache.json): owner only
 
 
 def _check_project(project_id: int) -> int:
@@ -172,7 +162,7 @@ class ModelStore:
             model.save(tmp / "model.pt")
             full_meta = dict(meta)
             full_meta.update({"version": version, "project_id": int(project_id), "saved_at": time.time()})
-            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1, default=_json_default))
+            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1, default=json_default))
             (tmp / "ranking.json").write_text(json.dumps({str(k): [v[0], float(v[1])] for k, v in (ranking or {}).items()}))
             if calibration is not None:
                 with open(tmp / "calibration.npy", "wb") as fh:
@@ -187,8 +177,8 @@ class ModelStore:
         """Make ``version`` the serving one (atomic replace of ``current.json``)."""
         if not self.version_dir(project_id, version).is_dir():
             raise DataError(f"cannot serve unknown version {version!r} of project {project_id}")
-        _atomic_write_bytes(self.project_dir(project_id) / "current.json",
-                            json.dumps({"version": version, "since": time.time()}).encode())
+        write_atomic(self.project_dir(project_id) / "current.json",
+                     json.dumps({"version": version, "since": time.time()}), mode=PRIVATE)
 
     def discard(self, project_id: int, version: str) -> None:
         """Remove a version that never served (e.g. after a failed job); the current one is refused."""
@@ -216,8 +206,8 @@ class ModelStore:
         check_version(cold.version)
         payload = {"version": cold.version, "scores": {str(k): float(v) for k, v in cold.scores.items()},
                    "meta": cold.meta, "saved_at": time.time()}
-        _atomic_write_bytes(self.project_dir(project_id) / "cold_start.json",
-                            json.dumps(payload, default=_json_default).encode())
+        write_atomic(self.project_dir(project_id) / "cold_start.json",
+                     json.dumps(payload, default=json_default), mode=PRIVATE)
 
     def cold_start(self, project_id: int) -> ColdStart | None:
         """The published cold-start order, or None (none yet, or unreadable); cached by file time."""
@@ -240,8 +230,8 @@ class ModelStore:
 
     def save_task_cache(self, project_id: int, tasks: dict[int, dict[str, Any]]) -> None:
         """The project's tasks as last read from Label Studio (see ml_server.training.pull_project_tasks)."""
-        _atomic_write_bytes(self.project_dir(project_id) / "task-cache.json",
-                            json.dumps({str(k): v for k, v in tasks.items()}).encode())
+        write_atomic(self.project_dir(project_id) / "task-cache.json",
+                     json.dumps({str(k): v for k, v in tasks.items()}), mode=PRIVATE)
 
     def load_task_cache(self, project_id: int) -> dict[int, dict[str, Any]]:
         """The cached tasks (empty when there is none or it cannot be read: everything is read again)."""
@@ -285,15 +275,3 @@ class ModelStore:
             loaded = self.load(project_id, version, device=device)
             self._cache[project_id] = loaded
             return loaded
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

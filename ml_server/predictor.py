@@ -28,11 +28,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from backend.strategies.ranking import item_priority
+from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config, predicted_labels
 from ml_server.dataset import ModalitySpec, apply_scaling, build_task_dataset, no_usable_value, task_label
 from ml_server.fetch import Fetcher
-from ml_server.label_config import LabelConfig, LabelConfigError, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, LoadedVersion
-from ml_server.scoring import LABELED_SCORE, batch_priority, calibrated_score
+from ml_server.scoring import LABELED_SCORE, calibrated_score
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,10 @@ def _predict_new(tasks: list[Mapping[str, Any]], config: LabelConfig, loaded: Lo
     kind = meta.get("ranking_kind", "strategy")
     memo = _Memoized(model, ds, idx, pred)  # the strategy's score reuses this forward pass
     try:
-        pri = batch_priority(strategy, memo, ds, idx, seed=int(meta.get("seed", 0)), kind=kind)
+        pri = item_priority(strategy, memo, ds, idx, seed=int(meta.get("seed", 0)), kind=kind)
     except Exception as exc:  # never fail /predict over a score
         log.warning("priority failed (%s); using margin", exc)
-        pri = batch_priority(strategy, memo, ds, idx, kind="margin")
+        pri = item_priority(strategy, memo, ds, idx, kind="margin")
     assert ds.labels.shape[0] == len(tasks) and not ds.labeled_mask().any()
     return labels, calibrated_score(pri, loaded.calibration), td.problems
 

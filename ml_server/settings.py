@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from backend.strategies.spec import StrategySpec
 
 LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevelName)
@@ -96,16 +99,18 @@ class Settings(BaseSettings):
     server_threads: int = Field(1, ge=0, validation_alias=AliasChoices("MMAL_SERVER_THREADS", "server_threads"),
                                 description="torch threads of `mmal serve` (0: torch's default). /predict runs many "
                                             "small forward passes, where OpenMP threads spin-wait more than they help: "
-                                            "1 thread made a 100-task call 3.6x cheaper in CPU (bench/RESULTS.md).")
+                                            "1 thread made a 100-task call 3.6x cheaper in CPU (perf/RESULTS.md).")
     log_level: LogLevelName = Field(
         "INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"),
         description="Log level of `mmal serve` and `mmal worker` (label-studio-ml-backend's name); their "
                     "--log-level flag overrides it. DEBUG also logs the effective settings, secrets masked.")
     # --- learning ------------------------------------------------------------------------------------
     strategy: str = Field("margin", validation_alias=AliasChoices("MMAL_STRATEGY", "strategy"),
-                          description="Query strategy that orders the tasks (see `mmal strategies`).")
+                          description="Query strategy that orders the tasks (see `mmal strategies`): a name or a "
+                                      "spec such as reducible_margin(quota=0); checked by `strategy_spec`.")
     strategy_params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict,
-                                            validation_alias=AliasChoices("MMAL_STRATEGY_PARAMS", "strategy_params"))
+                                            validation_alias=AliasChoices("MMAL_STRATEGY_PARAMS", "strategy_params"),
+                                            description="Settings of the strategy (JSON), on top of the spec's.")
     min_annotations: int = Field(10, ge=1, validation_alias=AliasChoices("MMAL_MIN_ANNOTATIONS", "min_annotations"),
                                  description="Labelled tasks needed before the first training.")
     query_batch: int = Field(100, ge=1, validation_alias=AliasChoices("MMAL_QUERY_BATCH", "query_batch"),
@@ -249,6 +254,24 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.feature_cache_dir or (self.model_dir / "feature-cache")
+
+    @property
+    def strategy_spec(self) -> StrategySpec:
+        """``strategy`` with ``strategy_params`` on top, checked against the registry (raises ``QueryError``).
+
+        A property, not a validated field: a worker with a bad ``MMAL_STRATEGY`` still starts and each job
+        fails naming it, and ``/setup`` refuses a project's bad one with a 400.
+        """
+        from backend.strategies.spec import StrategySpec
+
+        return StrategySpec.parse(self.strategy, **self.strategy_params)
+
+    def version_strategy(self, meta: Mapping[str, Any]) -> StrategySpec:
+        """The strategy a model version was ranked with (its ``meta``); a version that names none gets these
+        settings' strategy name (without their params)."""
+        from backend.strategies.spec import StrategySpec
+
+        return StrategySpec.parse(meta.get("strategy") or self.strategy, **(meta.get("strategy_params") or {}))
 
 
 class ProjectOverrides(BaseModel):

@@ -27,17 +27,20 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from backend.data import DataError, Pool
+from connectors.label_config import LabelConfig, parse_label_config, predicted_labels
 from connectors.labelstudio import LabelStudioConnector
 from ml_server.fetch import Fetcher, FetchPolicy
-from ml_server.label_config import LabelConfig, parse_label_config, predicted_labels
 from ml_server.model_store import ColdStart, ModelStore, version_name
-from ml_server.scoring import LABELED_SCORE
+from ml_server.scoring import LABELED_SCORE, pool_scores
 from ml_server.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.strategies.spec import StrategySpec
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +90,19 @@ def count_labeled(tasks: list[Mapping[str, Any]], config: LabelConfig) -> int:
 
 
 def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config: str, settings: Settings,
-                  store: ModelStore, fetcher: Fetcher | None) -> BuiltVersion:
-    """Featurize ``tasks``, train on the labelled ones, rank the rest, save a new version (not current)."""
+                  store: ModelStore, fetcher: Fetcher | None, spec: StrategySpec | None = None) -> BuiltVersion:
+    """Featurize ``tasks``, train on the labelled ones, rank the rest, save a new version (not current).
+
+    ``spec``: the settings' strategy when already checked (else ``settings.strategy_spec``)."""
     from backend.diagnostics import diagnose
     from backend.encoders import FeatureCache
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-    from backend.strategies.base import get_strategy
+    from backend.strategies.ranking import rank
     from ml_server.dataset import apply_scaling, build_task_dataset, feature_scaling, modality_specs
-    from ml_server.scoring import rank_pool
 
     timings: dict[str, float] = {}
-    strategy = get_strategy(settings.strategy, **settings.strategy_params)
+    strategy = (spec or settings.strategy_spec).build()
     config = parse_label_config(label_config)
     specs = modality_specs(config, settings.featurizers, settings.featurizer_params)
     t1 = time.time()
@@ -127,8 +131,8 @@ def build_version(project_id: int, tasks: list[Mapping[str, Any]], label_config:
 
     t3 = time.time()
     pool = Pool.from_labeled(len(ds), labeled)
-    ranking = rank_pool(strategy, model, ds, pool, seed=settings.seed, batch=settings.query_batch)
-    scores = ranking.scores()
+    ranking = rank(strategy, model, ds, pool, seed=settings.seed, batch=settings.query_batch)
+    scores = pool_scores(ranking)
     predicted = predicted_labels(model.predict(ds, np.arange(len(ds))).probs, config.class_names, config.multi_label)
     timings["rank_s"] = time.time() - t3
 
@@ -185,10 +189,8 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
     Only a job queued for tasks (``reason`` in :data:`SCORING_REASONS`) may skip the training; one queued by
     an annotation webhook or START_TRAINING always trains.
     """
-    from backend.strategies.base import get_strategy
-
     t0 = time.time()
-    get_strategy(settings.strategy, **settings.strategy_params)  # fail fast on a bad strategy
+    spec = settings.strategy_spec  # fail fast on a bad strategy
     url, token = label_studio_access(settings, setup)
     ls = LabelStudioConnector(url, token)
     store = ModelStore(settings.model_dir)
@@ -219,7 +221,7 @@ def run_training(project_id: int, settings: Settings, setup: Mapping[str, Any], 
             scored["timings"]["pull_s"] = pull_s
             return scored
         with make_fetcher(settings, url, ls) as fetcher:
-            built = build_version(project_id, tasks, label_config, settings, store, fetcher)
+            built = build_version(project_id, tasks, label_config, settings, store, fetcher, spec)
         publish_timings = publish(ls, store, project_id, built, settings, superseded=superseded)
         summary = dict(built.summary)
         summary["timings"] = {**summary["timings"], "pull_s": pull_s, **publish_timings,
@@ -302,13 +304,8 @@ def score_new_tasks(ls: LabelStudioConnector, store: ModelStore, project_id: int
     predictions: list[dict[str, Any]] = []
     errors = 0
     if new:
-        def strategy_for(meta: Mapping[str, Any]) -> Any:
-            from backend.strategies.base import get_strategy
-
-            return get_strategy(meta.get("strategy") or settings.strategy, **(meta.get("strategy_params") or {}))
-
         items = predict_tasks(project_id, new, label_config, loaded, lambda: make_fetcher(settings, url, ls),
-                              FeatureCache(settings.cache_dir), strategy_for)
+                              FeatureCache(settings.cache_dir), lambda meta: settings.version_strategy(meta).build())
         for task, item in zip(new, items):
             if "error" in item:
                 errors += 1

@@ -48,10 +48,9 @@ def preload() -> None:
     import label_studio_sdk  # noqa: F401
     import ml_server.predictor  # noqa: F401
     import ml_server.training  # noqa: F401
+    import backend.strategies  # noqa: F401  (registers the strategies)
     from backend.encoders.registry import list_featurizers
-    from backend.strategies.base import list_strategies
 
-    list_strategies()
     list_featurizers()
 
 

@@ -41,7 +41,7 @@ def _params_text(cls: type) -> str:
 @app.command()
 def strategies() -> None:
     """List every registered query strategy: description and parameters (set them as 'name(key=value)')."""
-    from backend.strategies.base import list_strategies, strategy_class
+    from backend.strategies import list_strategies, strategy_class
 
     table = Table("strategy", "description", "parameters (defaults)", title="query strategies "
                   "(variants: --strategies 'name(key=value)')")

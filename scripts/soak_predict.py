@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.server_harness import (percentiles, predict_load, request_menu, serving,  # noqa: E402
+from perf.server_harness import (percentiles, predict_load, request_menu, serving,  # noqa: E402
                                   train_demo_version, unseen_tasks)
 
 AUTH = ("soak", "soak-password")

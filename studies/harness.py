@@ -1,9 +1,10 @@
 """Small, resumable experiment harness for the modality-aware study (issue 7).
 
-Why not ``mmal benchmark run``: exploratory variants are registered by ``studies.variants`` (not in
-the product registry), and this harness imports that module in every worker. Cells are the same
-``benchmark.protocol.run_cell`` the benchmark runs (same initial sets, same round-0 model, same
-recipe for every strategy), so numbers are comparable.
+Why not ``mmal benchmark run``: the study names exploratory variants by short names (``studies.variants``:
+specs of registered strategies, and settings of a strategy that is not a product strategy), and keeps one
+file per cell under runs/<name>. Cells are the same ``benchmark.protocol.run_cell`` the benchmark runs
+(same initial sets, same round-0 model, same recipe for every strategy), so numbers are comparable; the
+variants' objects come from ``studies.variants.make_strategy`` (nothing is registered in the product).
 
     .venv/bin/python -m studies.harness --name dev --scenarios difficulty,missing_mnar_30 \
         --strategies margin,badge,pattern_margin --seeds 100-103 --workers 2
@@ -36,10 +37,11 @@ def make_config(scenarios: list[str], strategies: list[str], seeds: list[int], *
 
 
 def _job(cfg: dict, scenario: str, strategy: str, seed: int, cache: str) -> list[dict]:
-    import studies.variants  # noqa: F401  (registers the exploratory variants in this process)
     from benchmark.protocol import run_cell
+    from studies.variants import make_strategy
 
-    return run_cell(BenchmarkConfig.from_dict(cfg), scenario, strategy, seed, cache_dir=cache)
+    return run_cell(BenchmarkConfig.from_dict(cfg), scenario, strategy, seed, cache_dir=cache,
+                    make_strategy=make_strategy)
 
 
 def run(name: str, cfg: BenchmarkConfig, workers: int = 2) -> pd.DataFrame:

@@ -1,7 +1,9 @@
 """Goal 4 of issue 7: does the strategy ordering hold on the two real datasets, with and without
-injected missingness? Same protocol as ``benchmark.protocol.run_cell`` (shared random initial set
-and round-0 model per seed, same recipe for every strategy, retrain per round, held-out test set),
-written out here because the benchmark runner only knows synthetic scenarios.
+injected missingness? The protocol of ``benchmark.protocol.run_cell`` at the time (shared random initial
+set and round-0 model per seed, same recipe for every strategy, retrain per round, held-out test set),
+written out here because the benchmark runner then only knew synthetic scenarios. Kept as it was run for
+docs/modality_aware.md; new work on real data uses ``mmal benchmark run --dataset mfeat,emoji`` (the
+benchmark's protocol and recipe, with the linear-probe anchor).
 
 Datasets: mfeat (UCI handwritten digits, views ``pix`` (240 pixel averages, strong) and ``mor``
 (6 morphological features, weak): a real imbalance) and emoji (64-px Google images as 32-px pixels +
@@ -64,7 +66,7 @@ def run_cell(name: str, strategy: str, seed: int, n_initial: int, batch: int, ro
     from backend.data import Pool
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import TrainConfig, TrainedFusionModel, train_model
-    from backend.strategies.base import get_strategy
+    from backend.strategies import get_strategy
     from benchmark.protocol import derive_seed
 
     torch.set_num_threads(1)

@@ -134,7 +134,7 @@ def settings_from_env(env: dict[str, str]):
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy (returned), else fail naming ``what``."""
-    from bench.server_harness import wait_until
+    from perf.server_harness import wait_until
 
     return wait_until(predicate, timeout, interval, what, error=AssertionError)
 

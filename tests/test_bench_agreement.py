@@ -1,9 +1,9 @@
-"""Agreement checks behind the performance harness (bench/), fast and without timing assertions.
+"""Agreement checks behind the performance harness (perf/), fast and without timing assertions.
 
 On small N: our core-set strategy picks exactly what a plain float64 NumPy k-center picks from the same
 labelled start; our margin/entropy strategies pick the same top-b as NumPy (ties to the lowest index);
 the harness's BADGE objective equals a brute-force one. If the peer libraries happen to be installed
-(bench/run.sh's .venv-bench), the same inputs are also checked against them; CI does not need them.
+(perf/run.sh's .venv-perf), the same inputs are also checked against them; CI does not need them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from backend.kernels import FactoredEmbedding, greedy_k_center
-from backend.strategies.base import get_strategy
-from bench.common import (
+from backend.strategies import get_strategy
+from perf.common import (
     badge_objective,
     cached_problem,
     entropy_reference,
@@ -92,13 +92,13 @@ def test_badge_objective_matches_brute_force(inputs):
     assert badge_objective(inputs.probs, inputs.z, unl, np.sort(picks)) == pytest.approx(brute, rel=1e-9)
 
 
-# ---- optional: the peers themselves, when installed (bench/run.sh's .venv-bench) ----------------
+# ---- optional: the peers themselves, when installed (perf/run.sh's .venv-perf) ----------------
 
 
 def test_peers_agree_when_installed():
     pytest.importorskip("skactiveml")
     pytest.importorskip("small_text")
-    from bench.kernels_vs_peers import _setup_ours, _setup_peer
+    from perf.kernels_vs_peers import _setup_ours, _setup_peer
 
     inputs = make_inputs(600, d=24, n_classes=5, n_labeled=60, seed=4)  # no duplicates: scikit-activeml breaks ties randomly
 

@@ -16,7 +16,7 @@ from torch import nn
 from backend.data import UNLABELED, MultimodalDataset, Pool
 from backend.kernels import kmeans
 from backend.models.api import ActiveModel, Predictions
-from backend.strategies.base import QueryError, get_strategy
+from backend.strategies import QueryError, get_strategy
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from backend.strategies.base import list_strategies
+from backend.strategies import list_strategies
 from mmal.cli import app
 
 

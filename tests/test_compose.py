@@ -330,7 +330,7 @@ def test_dockerignore_keeps_the_context_to_what_the_dockerfile_copies():
     for src in sources:
         assert not dockerignored(src, patterns), f"{src} is copied but ignored"
         assert not dockerignored(f"{src}/x/module.py", patterns) or "." in src, src
-    for out in (".git", ".venv", ".venv-ls", ".env", "runs", "results", "models", "tests", "docs", "bench",
+    for out in (".git", ".venv", ".venv-ls", ".env", "runs", "results", "models", "tests", "docs", "perf",
                 "backend/__pycache__/x.pyc", "ml_server/x.pyc", ".pytest_cache", ".hypothesis"):
         assert dockerignored(out, patterns), f"{out} enters the build context"
 

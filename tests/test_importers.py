@@ -257,3 +257,14 @@ def test_label_studio_broken_exports(media):
         load_label_studio_export(media / "bad.json")
     with pytest.raises(DataError, match="no <Choices name='animal'>"):
         choices_from_label_config("<View/>", "animal")
+
+
+def test_choices_come_from_the_one_label_config_reader():
+    """connectors.label_config reads the config for the importer too: aliases (what annotations store)
+    win, every control counts (no object tag needed), malformed XML is named."""
+    cfg = ("<View><Choices name='animal' toName='x'><Choice value='Cat' alias='c'/><Choice value='Dog'/></Choices>"
+           "<Choices name='one'><Choice value='only'/></Choices></View>")
+    assert choices_from_label_config(cfg) == {"animal": ["c", "Dog"], "one": ["only"]}
+    assert choices_from_label_config(cfg, "one") == ["only"]
+    with pytest.raises(DataError, match="not well-formed"):
+        choices_from_label_config("<View>")

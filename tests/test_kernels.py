@@ -373,6 +373,7 @@ def test_heuristics_match_numpy_formulas(seed: int, n: int, c: int, zeros: bool)
     srt = np.sort(p, axis=1)
     np.testing.assert_allclose(heuristics.least_confidence(t).numpy(), 1 - p.max(1), atol=1e-12)
     np.testing.assert_allclose(heuristics.margin(t).numpy(), -(srt[:, -1] - srt[:, -2]), atol=1e-12)
+    np.testing.assert_allclose(heuristics.margin_uncertainty(t).numpy(), 1 - (srt[:, -1] - srt[:, -2]), atol=1e-12)
     np.testing.assert_allclose(heuristics.entropy(t).numpy(), np_entropy(p), atol=1e-9)
     assert np.isfinite(heuristics.entropy(t).numpy()).all()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.label_config import LabelConfigError, parse_label_config
 from ml_server.dataset import modality_specs
-from ml_server.label_config import LabelConfigError, parse_label_config
 from ml_server.settings import DEFAULT_FEATURIZERS
 
 CAPTURED = """<View>

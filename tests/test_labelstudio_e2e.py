@@ -28,12 +28,12 @@ import pytest
 import redis
 
 from backend.data import Pool
-from backend.strategies.base import get_strategy
+from backend.strategies import get_strategy
+from connectors.label_config import parse_label_config
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs
 from ml_server.demo import FACE, choice_annotation, create_emoji_project, emoji_label_sets, emoji_tasks, label_config
-from ml_server.label_config import parse_label_config
 from ml_server.ls_process import free_port, start_label_studio
 from ml_server.model_store import ModelStore
 from ml_server.settings import Settings

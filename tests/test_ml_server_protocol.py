@@ -441,10 +441,10 @@ def test_job_status_for_label_studio(client, rconn):
 def test_scores_follow_the_strategy_ranking(settings, trained):
     """score = rank / n over the unlabelled pool, rank from the strategy's own priorities."""
     from backend.data import Pool
-    from backend.strategies.base import get_strategy
+    from backend.strategies import get_strategy, rank
+    from connectors.label_config import parse_label_config
     from ml_server.dataset import apply_scaling, build_task_dataset, modality_specs
-    from ml_server.label_config import parse_label_config
-    from ml_server.scoring import calibrated_score, rank_pool
+    from ml_server.scoring import calibrated_score
 
     config, tasks, _, version = use_trained(trained, settings)
     loaded = ModelStore(settings.model_dir).load(1, version)
@@ -459,7 +459,7 @@ def test_scores_follow_the_strategy_ranking(settings, trained):
     assert [tid for _, tid in by_score] == td.task_ids[best_first].tolist()
     assert [s for s, _ in by_score] == pytest.approx(np.arange(len(pri)) / len(pri))
     # a new item with the same priority as the k-th item gets the k-th score
-    cal = rank_pool(get_strategy("margin"), loaded.model, ds, pool).calibration()
+    cal = rank(get_strategy("margin"), loaded.model, ds, pool).calibration()
     assert np.allclose(cal, loaded.calibration)
     assert np.allclose(calibrated_score(np.sort(pri)[::-1], cal), np.arange(len(pri)) / len(pri))
 

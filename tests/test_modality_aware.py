@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from backend.data import MultimodalDataset, Pool
-from backend.strategies.base import QueryError, get_strategy
+from backend.strategies import QueryError, get_strategy
 from backend.strategies.modality_aware import (
     HeadDisagreement,
     MissingAware,
@@ -351,11 +351,13 @@ def test_reducible_badge_bad_parameters() -> None:
 
 
 def test_strategy_spec_is_the_strategy_with_those_settings(problem) -> None:
-    from backend.strategies.base import parse_strategy_spec
+    from backend.strategies import StrategySpec
 
-    assert parse_strategy_spec("margin") == ("margin", {})
-    assert parse_strategy_spec("reducible_margin(quota=0.25, outlier_z=null, outliers=absent, stratify=false)") == (
+    assert StrategySpec.parse("margin") == StrategySpec(name="margin", params={})
+    spec = StrategySpec.parse("reducible_margin(quota=0.25, outlier_z=null, outliers=absent, stratify=false)")
+    assert (spec.name, spec.params) == (
         "reducible_margin", {"quota": 0.25, "outlier_z": None, "outliers": "absent", "stratify": False})
+    assert StrategySpec.model_validate(str(spec)) == spec  # a spec's text reads back as the same spec
     model, ds, pool = problem
     for spec, kw in (("reducible_margin(quota=0)", {"quota": 0}), ("reducible_margin(outliers=absent)", {"outliers": "absent"})):
         got = get_strategy(spec).query(model, ds, pool, 15, seed=2).indices
@@ -380,6 +382,22 @@ def test_ablation_suite_resolves_every_variant() -> None:
     cfg = get_suite("ablation")
     variants = [s for s in cfg.strategies if s.startswith("reducible_margin(")]
     assert len(variants) == 5 and cfg.seeds == (100, 101, 102, 103)
-    assert all(f == "multimodal" for s, f in strategy_families(variants).items())
+    assert all(f == "ours" for s, f in strategy_families(variants).items())
     with pytest.raises(QueryError, match="quota must be"):
         resolve_strategies(BenchmarkConfig(strategies=("random", "reducible_margin(quota=3)")))
+
+
+def test_study_variants_are_specs_and_register_nothing() -> None:
+    """studies/ is outside the product: its variants are specs (or an unregistered class with settings)."""
+    from backend.strategies import StrategySpec, list_strategies
+    from backend.strategies.modality_aware import ReducibleBadge
+
+    before = list_strategies()
+    from studies.variants import SPECS, make_strategy
+
+    assert list_strategies() == before
+    assert all(StrategySpec.parse(spec).name in before for spec in SPECS.values())
+    rm = make_strategy("rm_strat_only")
+    assert isinstance(rm, ReducibleMargin) and rm.outlier_z is None and rm.stratify
+    assert isinstance(make_strategy("rb_auto"), ReducibleBadge) and make_strategy("rb_auto").quota == "auto"
+    assert isinstance(make_strategy("margin"), type(get_strategy("margin")))

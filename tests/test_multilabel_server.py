@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from connectors.label_config import parse_label_config
 from ml_server.app import create_app
 from ml_server.dataset import task_label
 from ml_server.demo import FACE, choice_annotation, emoji_label_sets, emoji_tasks, label_config
-from ml_server.label_config import parse_label_config
 from ml_server.model_store import ModelStore
 from ml_server.scoring import LABELED_SCORE
 from tests.test_ml_server_protocol import captured_request, make_settings, rconn, train_version  # noqa: F401

@@ -23,13 +23,13 @@ import redis
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
-from bench.server_harness import wait_healthy
 from connectors.labelstudio import LabelStudioConnector
 from ml_server import jobs
 from ml_server.app import create_app
 from ml_server.demo import choice_annotation, create_emoji_project
 from ml_server.ls_process import free_port
 from ml_server.settings import Settings
+from perf.server_harness import wait_healthy
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 REPO = Path(__file__).resolve().parents[1]
@@ -46,12 +46,17 @@ def basic(user: str, password: str) -> str:
 
 
 def every_route(app) -> list[tuple[str, str]]:
-    """(method, path) of every route the app serves, the OpenAPI docs included."""
+    """(method, path) of every route the app serves, the OpenAPI docs and the routers' routes included (FastAPI
+    keeps an included router as one entry of ``app.routes``, its routes under ``original_router``)."""
     out = []
-    for route in app.routes:
+    todo = list(app.routes)
+    while todo:
+        route = todo.pop(0)
         if isinstance(route, (APIRoute, Route)):
             for method in sorted(route.methods or {"GET"}):
                 out.append((method, route.path))
+        elif hasattr(route, "original_router"):
+            todo[:0] = route.original_router.routes
     return out
 
 

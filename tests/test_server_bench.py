@@ -1,4 +1,4 @@
-"""The server benchmark (bench/server_bench.py) keeps working: ``predict`` at tiny sizes, end to end.
+"""The server benchmark (perf/server_bench.py) keeps working: ``predict`` at tiny sizes, end to end.
 
 A real trained model, a real ``mmal serve`` on loopback, real requests; only the structure and the
 consistency of the figures are checked, never a speed (benchmarks print figures).
@@ -17,7 +17,7 @@ REDIS_URL = "redis://127.0.0.1:6379/13"  # /predict only reads it
 
 def test_predict_bench_runs_end_to_end_and_reports_its_figures(tmp_path):
     out = tmp_path / "predict.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "server_bench.py"), "predict", "--tasks", "5",
+    proc = subprocess.run([sys.executable, str(REPO / "perf" / "server_bench.py"), "predict", "--tasks", "5",
                            "--repeat", "3", "--epochs", "2", "--redis-url", REDIS_URL, "--json", str(out)],
                           cwd=str(REPO), capture_output=True, text=True, timeout=300)
     print(proc.stdout)
@@ -38,7 +38,7 @@ def test_predict_bench_runs_end_to_end_and_reports_its_figures(tmp_path):
 def test_loop_bench_times_the_annotators_loop_with_the_defaults(tmp_path):
     """``loop`` at a tiny size: a real Label Studio, server and worker with no MMAL_* settings."""
     out = tmp_path / "loop.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "server_bench.py"), "loop", "--tasks", "60",
+    proc = subprocess.run([sys.executable, str(REPO / "perf" / "server_bench.py"), "loop", "--tasks", "60",
                            "--rounds", "1", "--poll", "0.5", "--redis-url", "redis://127.0.0.1:6379/11",
                            "--json", str(out)], cwd=str(REPO), capture_output=True, text=True, timeout=600)
     print(proc.stdout)

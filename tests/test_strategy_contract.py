@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backend.data import Pool
-from backend.strategies.base import QueryError, QueryResult, get_strategy, list_strategies
+from backend.strategies import QueryError, QueryResult, ScoringStrategy, get_strategy, list_strategies
 
 STRATEGIES = sorted(list_strategies())
 PROBLEMS = ["problem", "problem3", "problem_probe"]  # the last: recipe "probe"
@@ -135,3 +135,31 @@ def test_strategies_without_a_multi_label_form_refuse_by_name(name: str, problem
     model, ds, pool = problem_multilabel
     with pytest.raises(QueryError, match=rf"strategy '{name}' has no multi-label form.*use one of: .*margin"):
         get_strategy(name).query(model, ds, pool, 3, seed=0)
+
+
+def test_family_and_origin_are_the_readme_table():
+    """README: classic = random and the seven baselines; multimodal = bmmal; modality-aware (ours) = four."""
+    from backend.strategies import strategy_class
+
+    got = {name: (strategy_class(name).family, strategy_class(name).origin) for name in STRATEGIES}
+    assert {n for n, (_, o) in got.items() if o == "ours"} == {
+        "underrelied_uncertainty", "head_disagreement", "missing_aware", "reducible_margin"}
+    assert {n for n, (f, o) in got.items() if f == "multimodal" and o != "ours"} == {"bmmal"}
+    assert {n for n, (f, _) in got.items() if f == "classic"} == {
+        "random", "least_confidence", "margin", "entropy", "bald", "badge", "coreset", "typiclust"}
+    assert [n for n, (_, o) in got.items() if o == "baseline"] == ["random"]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_rank_orders_the_whole_pool_starting_with_the_query(name, problem):
+    """rank(): every unlabelled item once, by descending priority, beginning with what query() picks."""
+    from backend.strategies import rank
+
+    model, ds, pool = problem
+    r = rank(get_strategy(name), model, ds, pool, seed=3, batch=7)
+    assert sorted(r.order.tolist()) == pool.unlabeled.tolist() and r.unlabeled.tolist() == pool.unlabeled.tolist()
+    by_item = dict(zip(r.unlabeled.tolist(), r.priority.tolist()))
+    pri = [by_item[i] for i in r.order.tolist()]
+    assert all(a >= b for a, b in zip(pri, pri[1:])), f"{name}: priorities out of order"
+    assert r.order[:7].tolist() == get_strategy(name).query(model, ds, pool, 7, seed=3).indices.tolist()
+    assert r.kind == ("strategy" if isinstance(get_strategy(name), ScoringStrategy) else "margin")

@@ -1,6 +1,6 @@
-"""bench/suite_bench.py's fan-out path, end to end on the smallest job set, so the script cannot rot.
+"""perf/suite_bench.py's fan-out path, end to end on the smallest job set, so the script cannot rot.
 
-Real Redis (DB 11, flushed before and after; DB 12 belongs to bench/server_bench.py), a real
+Real Redis (DB 11, flushed before and after; DB 12 belongs to perf/server_bench.py), a real
 ``mmal worker`` process and the real ``mmal benchmark run --queue`` driver; checks the structure of
 the figures, never a speed.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from bench.suite_bench import main
+from perf.suite_bench import main
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ import numpy as np
 
 from backend.data import DataError
 from backend.encoders.base import Featurizer, ItemError, stable_hash
+from backend.files import write_atomic
 
 __all__ = ["FeatureCache", "CacheStats", "compute_batched"]
 
@@ -207,20 +207,8 @@ class FeatureCache:
         payload = np.ascontiguousarray(value).tobytes()
         header = json.dumps({"key": key, "dtype": value.dtype.str, "shape": list(value.shape), "nbytes": len(payload),
                              "checksum": hashlib.blake2b(payload, digest_size=20).hexdigest()}).encode()
-        self._atomic_write(path, MAGIC + _LEN.pack(len(header)) + header + payload)
+        write_atomic(path, MAGIC + _LEN.pack(len(header)) + header + payload, fsync=False)
         self.stats.writes += 1
-
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        parent = path.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def _write_identity(self, fdir: Path, featurizer: Featurizer) -> None:
         path = fdir / "identity.json"
@@ -229,4 +217,4 @@ class FeatureCache:
         info = {"identity": featurizer.identity, "name": featurizer.name, "version": featurizer.version,
                 "config": featurizer.config(), "output_shape": list(featurizer.output_shape),
                 "dtype": np.dtype(featurizer.dtype).str}
-        self._atomic_write(path, json.dumps(info, indent=2, default=str).encode())
+        write_atomic(path, json.dumps(info, indent=2, default=str).encode(), fsync=False)

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from backend import heuristics
-from backend.data import MultimodalDataset, Pool
+from backend.data import MultimodalDataset, Pool, QueryError
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, ScoringStrategy, is_multi_label, register
+from backend.strategies.base import ScoringStrategy, is_multi_label
+from backend.strategies.registry import register
 
 __all__ = ["RandomStrategy", "LeastConfidence", "Margin", "Entropy", "BALD"]
 
@@ -43,6 +44,8 @@ class RandomStrategy(ScoringStrategy):
 
     name = "random"
     description = "uniformly random items (seeded); the baseline every strategy must beat"
+    family = "classic"
+    origin = "baseline"
     multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
@@ -58,6 +61,8 @@ class LeastConfidence(ScoringStrategy):
 
     name = "least_confidence"
     description = "items whose most likely class has the lowest fused probability"
+    family = "classic"
+    origin = "literature"
     multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
@@ -74,6 +79,8 @@ class Margin(ScoringStrategy):
 
     name = "margin"
     description = "items with the smallest gap between the two most likely classes (fused)"
+    family = "classic"
+    origin = "literature"
     multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
@@ -90,6 +97,8 @@ class Entropy(ScoringStrategy):
 
     name = "entropy"
     description = "items with the highest predictive entropy of the fused probabilities"
+    family = "classic"
+    origin = "literature"
     multi_label = True
 
     def score(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, *, seed: int) -> np.ndarray:
@@ -108,6 +117,8 @@ class BALD(ScoringStrategy):
 
     name = "bald"
     description = "mutual information between label and weights over MC-dropout samples (T=20)"
+    family = "classic"
+    origin = "literature"
     multi_label = True
 
     def __init__(self, n_samples: int = 20) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.data import MultimodalDataset, Pool
+from backend.data import MultimodalDataset, Pool, QueryError
 from backend.kernels import FactoredEmbedding, greedy_k_center, kmeans, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, is_multi_label, register
+from backend.strategies.base import QueryResult, QueryStrategy, is_multi_label
+from backend.strategies.registry import register
 
 __all__ = ["Coreset", "Badge", "TypiClust"]
 
@@ -35,6 +36,8 @@ class Coreset(QueryStrategy):
 
     name = "coreset"
     description = "greedy k-center on the fused embedding: items farthest from everything labelled"
+    family = "classic"
+    origin = "literature"
     multi_label = True  # the embedding alone, whatever the head
 
     def __init__(self, chunk_size: int | None = None) -> None:
@@ -71,6 +74,8 @@ class Badge(QueryStrategy):
 
     name = "badge"
     description = "k-means++ seeding on fused gradient embeddings: uncertain and diverse (seeded)"
+    family = "classic"
+    origin = "literature"
     multi_label = True
 
     def select(self, model: ActiveModel, dataset: MultimodalDataset, pool: Pool, n: int, *, seed: int) -> QueryResult:
@@ -96,6 +101,8 @@ class TypiClust(QueryStrategy):
 
     name = "typiclust"
     description = "most typical (densest) item of the largest, least-labelled k-means clusters"
+    family = "classic"
+    origin = "literature"
     multi_label = True  # the embedding alone, whatever the head
 
     def __init__(self, max_clusters: int = 500, k_nn: int = 20, min_cluster_size: int = 5, iters: int = 30) -> None:

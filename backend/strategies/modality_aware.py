@@ -20,12 +20,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from backend.data import MultimodalDataset, Pool
+from backend.data import MultimodalDataset, Pool, QueryError
 from backend.diagnostics import contribution_shares, imbalance, modality_shapley
-from backend.heuristics import entropy, margin, multilabel_entropy, multilabel_margin
+from backend.heuristics import entropy, margin_uncertainty, multilabel_entropy
 from backend.kernels import FactoredEmbedding, kmeanspp_seeding, knn_mean_distance
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, ScoringStrategy, is_multi_label, register
+from backend.strategies.base import QueryResult, QueryStrategy, ScoringStrategy, is_multi_label
+from backend.strategies.registry import register
 
 Uncertainty = Literal["entropy", "margin"]
 
@@ -36,18 +37,14 @@ def normalized_uncertainty(probs: torch.Tensor, kind: Uncertainty = "entropy", m
     entropy: H(p) / log C; margin: 1 - (p_(1) - p_(2)). For per-class sigmoids (``multi_label``):
     the mean binary entropy / log 2, and 1 - min_c |2 p_c - 1|.
     """
-    if multi_label:
-        if kind == "entropy":
-            return multilabel_entropy(probs) / math.log(2.0)
-        if kind == "margin":
-            return 1.0 + multilabel_margin(probs)
-        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
-    c = probs.shape[1]
-    if kind == "entropy":
-        return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
     if kind == "margin":
-        return 1.0 + margin(probs)
-    raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+        return margin_uncertainty(probs, multi_label)
+    if kind != "entropy":
+        raise QueryError(f"uncertainty must be 'entropy' or 'margin', got {kind!r}")
+    if multi_label:
+        return multilabel_entropy(probs) / math.log(2.0)
+    c = probs.shape[1]
+    return entropy(probs) / math.log(c) if c > 1 else torch.zeros(probs.shape[0], device=probs.device)
 
 
 def reliance_shares(
@@ -96,6 +93,8 @@ class UnderreliedUncertainty(ScoringStrategy):
 
     name = "underrelied_uncertainty"
     description = "fused uncertainty mixed with the least-relied modality's head uncertainty, weighted by imbalance"
+    family = "multimodal"
+    origin = "ours"
     multi_label = True
 
     def __init__(self, uncertainty: Uncertainty = "entropy", sample: int = 512, gain: float = 1.0) -> None:
@@ -166,6 +165,8 @@ class HeadDisagreement(ScoringStrategy):
 
     name = "head_disagreement"
     description = "mean Jensen-Shannon divergence between present unimodal heads and the fused prediction"
+    family = "multimodal"
+    origin = "ours"
     multi_label = True
 
     def __init__(self, tie: float = 1e-3) -> None:
@@ -242,6 +243,8 @@ class MissingAware(QueryStrategy):
 
     name = "missing_aware"
     description = "missing-discounted fused margin plus an imbalance-sized quota of weak-modality low-margin items"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, q_min: float = 0.0, q_max: float = 0.5, sample: int = 512, shrink: float = 5.0) -> None:
         if not 0.0 <= q_min <= q_max <= 1.0:
@@ -414,6 +417,8 @@ class ReducibleMargin(QueryStrategy):
 
     name = "reducible_margin"
     description = "fused margin stratified by presence pattern, with outlying (corrupted) modality copies last"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, stratify: bool = True, outlier_z: float | None = 3.0, k: int = 10,
                  quota: float | Literal["auto"] = "auto", q_max: float = 0.25, sample: int = 512,
@@ -471,11 +476,13 @@ class ReducibleBadge(QueryStrategy):
     norms minus 2 for outliers (a sensible order beyond the batch).
 
     Not in the registry: on the development seeds it beat neither ``reducible_margin`` nor the best
-    baseline by a reliable margin (docs/modality_aware.md); ``studies/variants.py`` registers its variants.
+    baseline by a reliable margin (docs/modality_aware.md); ``studies/variants.py`` runs its variants.
     """
 
     name = "reducible_badge"
     description = "BADGE over non-outlying items, with corrupted modality copies last (and an optional weak quota)"
+    family = "multimodal"
+    origin = "ours"
 
     def __init__(self, outlier_z: float | None = 3.0, k: int = 10, quota: float | Literal["auto"] = 0.0,
                  q_max: float = 0.25, sample: int = 512) -> None:

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from backend import kernels
-from backend.data import MultimodalDataset, Pool
+from backend.data import MultimodalDataset, Pool, QueryError
 from backend.diagnostics import modality_shapley
 from backend.models.api import ActiveModel
-from backend.strategies.base import QueryError, QueryResult, QueryStrategy, register
+from backend.strategies.base import QueryResult, QueryStrategy
+from backend.strategies.registry import register
 
 
 def _at_prediction(v: torch.Tensor, yhat: torch.Tensor | None) -> torch.Tensor:
@@ -110,6 +111,8 @@ class BMMAL(QueryStrategy):
 
     name = "bmmal"
     description = "BMMAL: k-means++ on BADGE embeddings per modality, scaled by per-sample Shapley balance"
+    family = "multimodal"
+    origin = "literature"
 
     def __init__(self, first: str = "max_norm") -> None:
         if first not in ("max_norm", "random"):

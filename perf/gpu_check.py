@@ -1,7 +1,7 @@
 """GPU check: the query kernels at 1M items and one training round on CUDA, with figures printed.
 
 A short prepared script (well under 5 minutes on one H100) for when a GPU machine is lent; run it as
-``bash bench/gpu_check.sh``. It needs only torch and numpy (the GPU image's python3 has both) and this
+``bash perf/gpu_check.sh``. It needs only torch and numpy (the GPU image's python3 has both) and this
 repository on PYTHONPATH. Timings are wall clock around each call with ``torch.cuda.synchronize()``
 before and after, after one warm-up call on a small input (CUDA context, kernel loading);
 GPU peak memory is ``torch.cuda.max_memory_allocated`` (reset before each step).
@@ -37,8 +37,8 @@ from backend.data import UNLABELED, MultimodalDataset, Pool  # noqa: E402
 from backend.kernels import DenseEmbedding, FactoredEmbedding, greedy_k_center, kmeanspp_seeding  # noqa: E402
 from backend.models.fusion import FusionConfig  # noqa: E402
 from backend.models.trainer import TrainConfig, train_model  # noqa: E402
-from backend.strategies.base import get_strategy  # noqa: E402
-from bench.common import CachedPredictionsModel, make_inputs  # noqa: E402
+from backend.strategies import get_strategy  # noqa: E402
+from perf.common import CachedPredictionsModel, make_inputs  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

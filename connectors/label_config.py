@@ -1,9 +1,14 @@
-"""Parse a Label Studio label config: which object tags (modalities) and which Choices control.
+"""The one reader of Label Studio label configs: which object tags (modalities) and which Choices controls.
 
 The backend must work with any names: ``<Image name="photo" value="$img_url"/>`` and
 ``<Text name="caption" value="$desc"/>`` are as valid as ``image``/``text``. Each object tag whose
 ``value`` is a ``$data_key`` reference becomes one modality, named after the tag's ``name``; the first
-``Choices`` control (or the one named in settings) gives the class names, in config order.
+``Choices`` control (or the one named in settings) gives the class names, in config order (a choice's
+``alias``, when it has one, is what annotations store).
+
+:func:`read_label_config` reads every object tag and Choices control; :func:`parse_label_config` adds what
+the ML backend needs (a modality, a control with two choices). The export importer
+(:func:`connectors.importers.choices_from_label_config`) and the server (``ml_server``) both read here.
 """
 
 from __future__ import annotations
@@ -96,11 +101,12 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig:
-    """Parse ``xml`` into object tags and the Choices control (``choice="multiple"``: a multi-label project).
+def read_label_config(xml: str) -> tuple[list[ObjectTag], list[ChoicesControl], list[str]]:
+    """Every object tag with a ``$data`` value, every Choices control (in config order) and the names of the
+    object tags without one, from ``xml``.
 
-    Raises LabelConfigError for malformed XML, a DOCTYPE (entity expansion is never needed), no object tag
-    with a ``$data`` value, no Choices control, duplicate names, or choices without a value.
+    Raises LabelConfigError for malformed XML, a DOCTYPE (entity expansion is never needed), a tag or
+    control without a name, duplicate names, dynamic choices, or choices without a value or repeated.
     """
     if not isinstance(xml, str) or not xml.strip():
         raise LabelConfigError("label config is empty")
@@ -150,7 +156,16 @@ def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig
                 choices.append(val)
             controls.append(ChoicesControl(name, to_name.split(",")[0].strip(), tuple(choices),
                                            (el.get("choice") or "single").lower() == "multiple"))
+    return objects, controls, ignored
 
+
+def parse_label_config(xml: str, control_name: str | None = None) -> LabelConfig:
+    """Parse ``xml`` into object tags and the Choices control (``choice="multiple"``: a multi-label project).
+
+    Raises LabelConfigError for what :func:`read_label_config` refuses, and for no object tag with a
+    ``$data`` value, no Choices control, or a control with fewer than two choices.
+    """
+    objects, controls, ignored = read_label_config(xml)
     if not objects:
         raise LabelConfigError("label config has no object tag (Image, Text, ...) with a $data value")
     if not controls:

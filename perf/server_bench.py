@@ -17,10 +17,10 @@ a really trained model version (emoji image + text):
 Each run prints the 1-minute load average at start and end (the box may be shared), the machine and the
 command; ``--json PATH`` also writes everything as JSON. Usage::
 
-    nice -n 10 .venv/bin/python bench/server_bench.py predict --tasks 100 --repeat 200
-    nice -n 10 .venv/bin/python bench/server_bench.py burst --annotations 50 --tasks 10000
-    nice -n 10 .venv/bin/python bench/server_bench.py load --clients 16 --seconds 60
-    nice -n 10 .venv/bin/python bench/server_bench.py loop --tasks 10000   # the annotators' loop, defaults
+    nice -n 10 .venv/bin/python perf/server_bench.py predict --tasks 100 --repeat 200
+    nice -n 10 .venv/bin/python perf/server_bench.py burst --annotations 50 --tasks 10000
+    nice -n 10 .venv/bin/python perf/server_bench.py load --clients 16 --seconds 60
+    nice -n 10 .venv/bin/python perf/server_bench.py loop --tasks 10000   # the annotators' loop, defaults
 
 - ``loop``: the annotators' loop as it ships (see :func:`run_loop`).
 """
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.server_harness import (AUTH, auth_header, load_average, percentiles, predict_body,  # noqa: E402
+from perf.server_harness import (AUTH, auth_header, load_average, percentiles, predict_body,  # noqa: E402
                                   predict_load, request_menu, serving, stop_process, train_demo_version,
                                   unseen_tasks, wait_until)
 
@@ -59,7 +59,7 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on (the kernel harness's description, plus torch and niceness)."""
     import torch
 
-    from bench.kernels_vs_peers import _machine
+    from perf.kernels_vs_peers import _machine
 
     return {**_machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "niceness": os.nice(0)}
@@ -391,7 +391,7 @@ def run_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         worker = start_worker(work, {**env, "REDIS_URL": args.redis_url, "MODEL_DIR": str(work / "models")})
         with serving(work / "models", work / "server.log", args.redis_url, AUTH, env) as server, \
                 httpx.Client(base_url=server.url, headers=auth_header(AUTH), timeout=30) as http:
-            backend = lsc.register_backend(pid, server.url, title="mmal-bench", basic_auth=AUTH)
+            backend = lsc.register_backend(pid, server.url, title="mmal-perf", basic_auth=AUTH)
             if backend.get("state") != "CO":
                 raise BenchError(f"Label Studio could not connect the backend: {backend}")
             poller = Poller(lsc, ls, ModelStore(work / "models"), args.poll)
@@ -525,7 +525,7 @@ def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         poller = Poller(lsc, ls, store, args.poll)
         with serving(work / "models", work / "server.log", args.redis_url, AUTH, env) as server:
             t = time.monotonic()
-            backend = lsc.register_backend(pid, server.url, title="mmal-bench", basic_auth=AUTH)
+            backend = lsc.register_backend(pid, server.url, title="mmal-perf", basic_auth=AUTH)
             if backend.get("state") != "CO":
                 raise BenchError(f"Label Studio could not connect the backend: {backend}")
             cold = _wait(lambda: store.cold_start(pid), args.timeout, args.poll, "the cold-start order")
@@ -674,11 +674,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run, show = MEASUREMENTS[args.measurement]
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, REPO), "bench/server_bench.py",
+    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, REPO), "perf/server_bench.py",
                                                 *(sys.argv[1:] if argv is None else argv)])
     load_start = load_average()
     print(f"{args.measurement}: load average (1 min) at start {load_start}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix=f"mmal-bench-{args.measurement}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"mmal-perf-{args.measurement}-"))
     t0 = time.monotonic()
     try:
         figures = run(args, work)

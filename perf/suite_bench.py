@@ -7,10 +7,10 @@ Why the fan-out span is taken from RQ's own job timestamps: the driver selects r
 scenarios serially before it enqueues anything, the same with any number of workers, so its wall time
 hides what the workers add; the span from the first enqueue to the last cell written is what fans out.
 
-    .venv/bin/python bench/suite_bench.py quick
-    .venv/bin/python bench/suite_bench.py paper-sample --scenarios balanced --strategies random,badge,bmmal
-    .venv/bin/python bench/suite_bench.py fanout --workers 1,2 --suite quick --seeds 0,1
-    .venv/bin/python bench/suite_bench.py all          # the three, in that order
+    .venv/bin/python perf/suite_bench.py quick
+    .venv/bin/python perf/suite_bench.py paper-sample --scenarios balanced --strategies random,badge,bmmal
+    .venv/bin/python perf/suite_bench.py fanout --workers 1,2 --suite quick --seeds 0,1
+    .venv/bin/python perf/suite_bench.py all          # the three, in that order
 
 Every measurement waits (a few tries) for the 1-minute load average to drop under ``--max-load``,
 runs its subprocesses under ``nice -n 10``, and records the load average at its start and end.
@@ -446,8 +446,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["quick", "paper-sample", "fanout", "all"])
-    p.add_argument("--out", default="runs/bench/suite", help="parent folder of the run folders")
-    p.add_argument("--json", default="runs/bench/suite_bench.json", help="write the figures here ('' to skip)")
+    p.add_argument("--out", default="runs/perf/suite", help="parent folder of the run folders")
+    p.add_argument("--json", default="runs/perf/suite_bench.json", help="write the figures here ('' to skip)")
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--max-load", type=float, default=2.5, help="wait while the 1-minute load is at or above this")
     p.add_argument("--load-tries", type=int, default=4)

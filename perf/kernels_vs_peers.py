@@ -1,16 +1,16 @@
 """Query kernels side by side with scikit-activeml and small-text, on identical inputs, plus our
 1M-item scoring from cached features. Prints wall time, peak memory, ours/peer ratios, agreement
-and the issue's targets. Run through ``bash bench/run.sh`` (it builds .venv-bench with the peers).
+and the issue's targets. Run through ``bash perf/run.sh`` (it builds .venv-perf with the peers).
 
 How it measures:
-- inputs: seeded cached model outputs (``bench.common.make_inputs``: z (N, 512) float32 embeddings,
+- inputs: seeded cached model outputs (``perf.common.make_inputs``: z (N, 512) float32 embeddings,
   probs (N, 10) float32, L = 1000 labelled), written once per N to .npy files that every method loads;
 - every (method, N) runs in a fresh subprocess: wall time is ``time.perf_counter`` around the query
   call alone (inputs already in memory, peers' imports done; min of up to 3 runs while under 2 s);
   peak memory is the process high-water mark (Linux VmHWM, reset via /proc/self/clear_refs just
   before the call): "extra" = peak minus the RSS right before the call, "total" = the whole process;
 - "ours" is the registered strategy (``get_strategy(name).query``) over a model that serves the cached
-  outputs (``bench.common.CachedPredictionsModel``): the strategy glue is timed with the kernel;
+  outputs (``perf.common.CachedPredictionsModel``): the strategy glue is timed with the kernel;
 - threads: ``--threads`` (default 2) for torch, OpenMP and BLAS in every subprocess.
 """
 
@@ -73,8 +73,8 @@ def _set_threads(n: int) -> None:
 
 
 def _setup_ours(kernel: str, inputs, b: int) -> Callable[[], np.ndarray]:
-    from backend.strategies.base import get_strategy
-    from bench.common import cached_problem
+    from backend.strategies import get_strategy
+    from perf.common import cached_problem
 
     model, ds, pool = cached_problem(inputs, embeddings=kernel in ("coreset", "badge"))
     strategy = get_strategy(kernel)
@@ -108,7 +108,7 @@ def _setup_peer(kernel: str, peer: str, inputs, b: int) -> Callable[[], np.ndarr
     n, c = probs.shape
     unl = inputs.unlabeled
     if peer == "numpy":
-        from bench.common import kcenter_reference
+        from perf.common import kcenter_reference
 
         return lambda: kcenter_reference(z, lab, b)
     if peer == "skactiveml":
@@ -161,8 +161,8 @@ def _scoring_child(n: int, b: int, seed: int) -> dict[str, Any]:
     from backend.data import UNLABELED, MultimodalDataset, Pool
     from backend.models.fusion import FusionConfig
     from backend.models.trainer import PREDICT_BATCH, TrainConfig, train_model
-    from backend.strategies.base import get_strategy
-    from bench.common import peak_rss_bytes, reset_peak_rss, rss_bytes, time_call
+    from backend.strategies import get_strategy
+    from perf.common import peak_rss_bytes, reset_peak_rss, rss_bytes, time_call
 
     rng = np.random.default_rng(seed)
     n_classes, dims = 10, {"text": 384, "image": 512}
@@ -273,7 +273,7 @@ def child_main(args: argparse.Namespace) -> None:
     """Run one method in this (fresh) process and write its result JSON."""
     _set_threads(args.threads)
     load1 = os.getloadavg()[0]
-    from bench.common import BenchInputs, peak_rss_bytes, reset_peak_rss, rss_bytes, time_call
+    from perf.common import BenchInputs, peak_rss_bytes, reset_peak_rss, rss_bytes, time_call
 
     kernel, impl = args.child.split(":")
     if kernel == "scoring":
@@ -375,7 +375,7 @@ def _coreset_agreement(picks: list[int], ref: list[int] | None, ours: list[int] 
 
 
 def _topb_agreement(kernel: str, picks: list[int], other: list[int], inputs, b: int, tol: float = 1e-6) -> str:
-    from bench.common import entropy_reference, margin_reference, topb_reference
+    from perf.common import entropy_reference, margin_reference, topb_reference
 
     if set(picks) == set(other):
         return f"same top-{b} set"
@@ -391,9 +391,9 @@ def _topb_agreement(kernel: str, picks: list[int], other: list[int], inputs, b: 
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.common import BenchInputs, badge_objective, entropy_reference, make_inputs, margin_reference, topb_reference
+    from perf.common import BenchInputs, badge_objective, entropy_reference, make_inputs, margin_reference, topb_reference
 
-    workdir = Path(tempfile.mkdtemp(prefix="mmal-bench-", dir=args.workdir))
+    workdir = Path(tempfile.mkdtemp(prefix="mmal-perf-", dir=args.workdir))
     started = time.perf_counter()
     versions = _peer_versions(sys.executable)
     have = {"skactiveml": versions.get("scikit-activeml") is not None,
@@ -412,7 +412,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
           f"threads={args.threads}  {report['machine']['cpu']}", flush=True)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), flush=True)
     if not have["skactiveml"] or not have["small-text"]:
-        print("note: peers missing in this interpreter; run through `bash bench/run.sh` to compare", flush=True)
+        print("note: peers missing in this interpreter; run through `bash perf/run.sh` to compare", flush=True)
     sizes = [(n, True) for n in args.sizes] + [(n, False) for n in args.ours_sizes]
     try:
         for n, with_peers in sizes:
@@ -591,7 +591,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--numpy-ref-max", type=int, default=50_000, help="largest N for the NumPy k-center reference")
     p.add_argument("--child-timeout", type=float, default=900.0)
     p.add_argument("--workdir", default=None, help="where the .npy inputs go (default: system temp)")
-    p.add_argument("--json", default=str(ROOT / "runs" / "bench" / "kernels.json"), help="write all figures here")
+    p.add_argument("--json", default=str(ROOT / "runs" / "perf" / "kernels.json"), help="write all figures here")
     # internal: one method in a fresh process
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Real pieces for measuring the ML backend on loopback, shared by ``bench/server_bench.py`` and
+"""Real pieces for measuring the ML backend on loopback, shared by ``perf/server_bench.py`` and
 ``scripts/soak_predict.py``: a really trained model version of emoji tasks, a real ``mmal serve`` (uvicorn)
 in its own process, concurrent ``/predict`` clients, and latency percentiles.
 

@@ -1,1 +1,0 @@
-"""Performance harness (not part of the installed package): see bench/README.md."""

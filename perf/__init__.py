@@ -1,0 +1,1 @@
+"""Performance harness (not part of the installed package): see perf/README.md."""
