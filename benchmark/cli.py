@@ -23,7 +23,7 @@ app = typer.Typer(help="Simulated-oracle benchmark of multimodal active learning
                   pretty_exceptions_show_locals=False, cls=OneLineErrors)
 
 # what `--suite` accepts, for its help text (benchmark.suites imports torch; a test keeps the two in step)
-SUITE_HELP = ("smoke (CI, < 1 min), quick (< 5 min), modality (the modality-aware study, 8 seeds), modality_tuned "
+SUITE_HELP = ("smoke (CI, < 1 min), quick (about 9 min on 2 cores), modality (the modality-aware study, 8 seeds), modality_tuned "
               "(the same, recipe chosen on validation data), ablation (reducible_margin one component at a time), "
               "paper (everything, 5 seeds).")
 RESERVED_HELP = "id, label, split"
