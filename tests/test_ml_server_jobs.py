@@ -124,7 +124,7 @@ def test_settle_waits_for_quiet_and_at_most_the_max(rconn):
 def test_annotations_during_the_debounce_join_the_training(lsc, env, rconn):
     """Label Studio delivers one webhook per annotation while an annotator works through a burst; the job
     started by the first waits until they stop (MMAL_TRAIN_DEBOUNCE) and then trains once on all of them."""
-    env = dict(env, MMAL_TRAIN_DEBOUNCE="5")  # generous: each annotation below takes a Label Studio call
+    env = dict(env, MMAL_TRAIN_DEBOUNCE="10")  # generous: each annotation below takes a Label Studio call (seconds on a loaded box)
     s = settings_from(env)
     project = create_emoji_project(lsc, "jobs debounce", per_class=6, seed=4)
     pid = project.project_id
