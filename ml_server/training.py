@@ -272,7 +272,7 @@ def pull_project_tasks(ls: LabelStudioConnector, store: ModelStore,
 
 
 def training_recipe(setting: str, dataset: Any) -> str:
-    """``MMAL_RECIPE`` -> the recipe for this dataset (``auto``: :func:`backend.models.trainer.auto_recipe`)."""
+    """``MMAL_RECIPE`` -> the recipe for this dataset (``auto``: :func:`backend.models.config.auto_recipe`)."""
     from backend.models.trainer import auto_recipe
 
     return auto_recipe(dataset) if setting == "auto" else setting

@@ -1,4 +1,5 @@
-"""Training-side modality balancing (OGM-GE, unimodal warm-up, MMPareto) in backend.models.trainer."""
+"""Training-side modality balancing (OGM-GE, unimodal warm-up, MMPareto): backend.models.balancing, driven by
+backend.models.trainer."""
 
 from __future__ import annotations
 
