@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +20,7 @@ from torch import nn
 
 from backend.data import DataError, MultimodalDataset
 from backend.device import pick_device
+from backend.files import write_atomic
 from backend.models.api import Predictions
 from backend.models.config import TrainConfig
 from backend.models.fusion import FusionConfig, FusionModel
@@ -214,20 +213,9 @@ class TrainedFusionModel:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a reader never sees a partial file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(self.state(), buf)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, buf.getvalue())
 
     @classmethod
     def from_state(cls, state: dict, device: str | torch.device | None = None) -> "TrainedFusionModel":
