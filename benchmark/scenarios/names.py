@@ -12,6 +12,7 @@ from backend.data import DataError
 from benchmark.scenarios.structures import _BASES, MULTI_LABEL_BASES
 from connectors.own_data import is_own_data_name
 
+# real datasets, replayed with the simulated oracle (built by benchmark.scenarios.real)
 REAL_DATASETS: dict[str, dict[str, Any]] = {
     "emoji": {
         "description": "1,906 emojis: image (Google 64-px PNG) + text (name and short names), 9 categories; "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
