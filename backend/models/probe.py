@@ -374,7 +374,7 @@ def fit_mlps(x: torch.Tensor, y: torch.Tensor, n_classes: int, weights: torch.Te
     the loss) and the parameters they came from (detached; copy what you keep); when it returns False,
     training stops there.
     """
-    p, (n, d) = len(penalties), x.shape
+    p, d = len(penalties), x.shape[1]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     w1 = (torch.randn(d, hidden, generator=gen) * math.sqrt(2.0 / max(d, 1))).to(x.device)
     w2 = (torch.randn(hidden, n_classes, generator=gen) * math.sqrt(1.0 / hidden)).to(x.device)
